@@ -1,0 +1,1 @@
+"""Benchmark modules for ``python -m natsdemo bench NAME``: each has ``run(opts) -> list[Figure]``."""

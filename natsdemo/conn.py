@@ -1,0 +1,111 @@
+"""Connecting to NATS the same way from notebooks, services and tests.
+
+Every service reads its servers and TLS material from flags or from the environment:
+
+* ``NATS_URL``: one URL or a comma-separated list (``nats://a:4222,nats://b:4222``);
+* ``NATS_CA``, ``NATS_CERT``, ``NATS_KEY``: CA bundle, client certificate and key (PEM files).
+
+Defaults are chosen for production rather than for demos: a bounded connect timeout, unlimited
+reconnects (a service should ride out a server restart), and errors logged instead of printed.
+
+Defined in notebooks/00_start_here.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import ssl
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+log = logging.getLogger("natsdemo")
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def servers_from_env(default: str | None = None) -> list[str]:
+    """Split ``NATS_URL`` (comma-separated) into a list, or ``[default]``."""
+    raw = os.environ.get("NATS_URL") or default or DEFAULT_URL
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def client_tls_context(
+    ca_file: str | os.PathLike[str] | None,
+    cert_file: str | os.PathLike[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext:
+    """An ``ssl.SSLContext`` for nats-py that trusts ``ca_file`` and optionally presents a client cert.
+
+    ``minimum_version`` takes an ``ssl.TLSVersion``; the old ``ssl.PROTOCOL_TLSv1_2`` constant
+    seen in stale examples raises here.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file:
+        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    return ctx
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)
+
+
+async def connect(
+    servers: str | list[str] | None = None,
+    *,
+    ca: str | os.PathLike[str] | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    tls: ssl.SSLContext | None = None,
+    name: str = "natsdemo",
+    connect_timeout: float = 5.0,
+    max_reconnect_attempts: int = -1,
+    **options: Any,
+) -> Client:
+    """Connect with production defaults. ``servers`` may be a comma-separated string or a list.
+
+    With no ``servers``, ``NATS_URL`` is used; with no TLS arguments, ``NATS_CA``/``NATS_CERT``/
+    ``NATS_KEY`` are. The first attempt fails fast (no endless retry when nothing is listening).
+    """
+    if servers is None:
+        servers = servers_from_env()
+    elif isinstance(servers, str):
+        servers = [s.strip() for s in servers.split(",") if s.strip()]
+    ca = ca or os.environ.get("NATS_CA") or None
+    cert = cert or os.environ.get("NATS_CERT") or None
+    key = key or os.environ.get("NATS_KEY") or None
+    if tls is None and (ca or cert):
+        tls = client_tls_context(ca, cert, key)
+    if tls is not None:
+        options["tls"] = tls
+    options.setdefault("error_cb", _log_error)
+    return await nats.connect(
+        servers=servers,
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=max_reconnect_attempts,
+        **options,
+    )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--server/--ca/--cert/--key`` flags every service shares."""
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="NATS URL or comma-separated list (default: $NATS_URL, else nats://127.0.0.1:4222)",
+    )
+    parser.add_argument("--ca", default=None, help="CA bundle to trust (default: $NATS_CA)")
+    parser.add_argument("--cert", default=None, help="client certificate (default: $NATS_CERT)")
+    parser.add_argument("--key", default=None, help="client key (default: $NATS_KEY)")
+
+
+async def connect_from_args(args: argparse.Namespace, name: str) -> Client:
+    """Connect using the flags from :func:`add_connection_arguments` (falling back to the env)."""
+    servers = args.server or os.environ.get("NATS_URL") or None
+    return await connect(servers, ca=args.ca, cert=args.cert, key=args.key, name=name)

@@ -1,0 +1,8 @@
+"""Errors a user can fix: the CLI prints them as one line, the notebooks show them in plain words.
+
+Defined in notebooks/00_start_here.ipynb
+"""
+
+
+class UsageError(ValueError):
+    """Bad input (a flag, a cron expression, an id...). The message says what to do instead."""

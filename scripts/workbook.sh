@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command for attendees and instructors: install everything, check the machine, open JupyterLab.
+# Usage: scripts/workbook.sh [extra jupyter lab options, e.g. --port 8899 --ip 0.0.0.0]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-venv.sh requirements.txt
+.venv/bin/python -m natsdemo doctor || echo "doctor found a problem (see above); the notebooks may still work"
+exec .venv/bin/jupyter lab notebooks/00_start_here.ipynb "$@"

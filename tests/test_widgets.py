@@ -1,0 +1,108 @@
+"""The shared widget idiom, headless: handlers called through button.click(), errors routed to the
+Output widget, background work awaited or cancelled, plots redrawn in place."""
+
+from __future__ import annotations
+
+import asyncio
+
+import ipywidgets as W
+import matplotlib
+
+matplotlib.use("Agg")
+
+from natsdemo.widgets import LivePlot, Panel, Series, button
+
+
+def _stderr(panel: Panel) -> str:
+    return "".join(o.get("text", "") for o in panel.out.outputs)
+
+
+async def test_click_runs_async_handler_and_settle_waits(nc):
+    panel = Panel("t")
+    sub = await nc.subscribe("w.click")
+
+    async def publish() -> None:
+        await nc.publish("w.click", b"1")
+        panel.say("sent")
+
+    def on_click(_b: W.Button):
+        return publish()
+
+    b = button("Send", on_click, panel)
+    b.click()
+    b.click()
+    await panel.settle(5)
+    assert panel.status.value == "sent" and not panel.errors
+    assert (await sub.next_msg(2)).data == b"1"
+    assert (await sub.next_msg(2)).data == b"1"
+
+
+async def test_errors_land_in_the_output_widget():
+    panel = Panel()
+
+    def broken(_b: W.Button) -> None:
+        raise ValueError("bad cron expression: try '0 0 20 * * *'")
+
+    async def broken_later() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("server went away")
+
+    button("Sync", broken, panel).click()
+    button("Async", lambda _b: broken_later(), panel).click()
+    await panel.settle(5)
+    assert panel.errors == [
+        "ValueError: bad cron expression: try '0 0 20 * * *'",
+        "RuntimeError: server went away",
+    ]
+    assert "bad cron expression" in _stderr(panel) and "server went away" in _stderr(panel)
+
+
+async def test_every_repeats_until_stop_and_background_is_not_awaited():
+    panel = Panel()
+    calls: list[int] = []
+    panel.every(0.01, lambda: calls.append(1))
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    bg = panel.background(forever())
+    await panel.settle(1)  # returns although the background task runs on
+    await asyncio.sleep(0.1)
+    assert len(calls) >= 3 and not bg.done()
+    panel.stop()
+    await asyncio.sleep(0.05)
+    n = len(calls)
+    await asyncio.sleep(0.05)
+    assert len(calls) == n and bg.cancelled()
+
+
+async def test_a_replacing_panel_stops_the_old_one():
+    old = Panel()
+    ticks: list[int] = []
+    old.every(0.01, lambda: ticks.append(1))
+    await asyncio.sleep(0.05)
+    Panel(replaces=old)
+    await asyncio.sleep(0.02)
+    n = len(ticks)
+    await asyncio.sleep(0.05)
+    assert len(ticks) == n
+
+
+def test_liveplot_without_ipympl_falls_back_to_a_png_image():
+    plot = LivePlot("t", "x", "y")
+    widget = plot.widget
+    assert isinstance(widget, W.Image)
+    first = widget.value
+    plot.set("line", [0, 1, 2], [0, 1, 4])
+    assert widget.value != first and widget.value[:4] == b"\x89PNG"
+    _xs, ys = plot.lines["line"].get_data()
+    assert list(ys) == [0, 1, 4] and plot.ax.get_ylim()[1] >= 4
+    plot.close()
+
+
+def test_series_is_bounded_and_relative():
+    s = Series(maxlen=3)
+    for v in range(5):
+        s.add(v)
+    assert list(s.ys) == [2, 3, 4] and len(s) == 3
+    assert 0 <= s.xs[0] <= s.now()
