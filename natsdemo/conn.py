@@ -14,6 +14,7 @@ Defined in notebooks/00_start_here.ipynb
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import ssl
@@ -109,3 +110,71 @@ async def connect_from_args(args: argparse.Namespace, name: str) -> Client:
     """Connect using the flags from :func:`add_connection_arguments` (falling back to the env)."""
     servers = args.server or os.environ.get("NATS_URL") or None
     return await connect(servers, ca=args.ca, cert=args.cert, key=args.key, name=name)
+
+
+def default_replicas(nc: Client, wanted: int = 3) -> int:
+    """Stream replicas to ask for: ``wanted`` (capped at the cluster size) on a cluster, 1 on a single server.
+
+    The server's INFO names its cluster and gossips every member's client URL, so a service can
+    create R3 streams on a 3-node cluster and still run against the single workbook server.
+    """
+    info = getattr(nc, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    members = len(set(info.get("connect_urls") or [])) or 1
+    return max(1, min(wanted, members))
+
+
+async def publish_acked(
+    js: Any,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 2.0,
+    retry_for: float = 15.0,
+) -> Any:
+    """``js.publish`` that rides out a stream leader election, and never reports a false ack.
+
+    * "no responders" means no stream took the message (no leader, or no server): nothing was
+      stored, so retrying is always safe;
+    * a timeout is ambiguous (the stream may have stored it): it is retried only when the publish
+      carries ``Nats-Msg-Id``, because then the stream de-duplicates the retry;
+    * "duplicate message id is in process" (10158) means an earlier try is still being replicated:
+      waiting and retrying returns its acknowledgement (marked duplicate).
+
+    After ``retry_for`` seconds it raises :class:`natsdemo.errors.Unavailable` saying which case it was.
+    """
+    import nats.errors
+    import nats.js.errors
+
+    from natsdemo.errors import Unavailable
+
+    idempotent = bool(headers and headers.get("Nats-Msg-Id"))
+    deadline = asyncio.get_running_loop().time() + retry_for
+    delay = 0.1
+    while True:
+        try:
+            return await js.publish(subject, payload, timeout=timeout, headers=headers)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
+            last, maybe_stored = exc, False
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+            last, maybe_stored = exc, True
+            if not idempotent:
+                break
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != 10158:  # "duplicate message id is in process": an earlier try is in flight
+                raise
+            last, maybe_stored = exc, True
+        if asyncio.get_running_loop().time() + delay > deadline:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    if maybe_stored:
+        hint = "it may have been stored; retry with the same Nats-Msg-Id so the stream de-duplicates it"
+    else:
+        hint = "nothing was stored; it is safe to retry"
+    raise Unavailable(
+        f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
+        f"(are most cluster nodes down?); {hint}"
+    )

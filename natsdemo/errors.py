@@ -6,3 +6,11 @@ Defined in notebooks/00_start_here.ipynb
 
 class UsageError(ValueError):
     """Bad input (a flag, a cron expression, an id...). The message says what to do instead."""
+
+
+class Unavailable(RuntimeError):
+    """JetStream did not acknowledge a publish in time (no stream leader, no quorum, no server).
+
+    No acknowledgement is ever invented: the message says whether the publish may still have been
+    stored, and how to retry safely.
+    """

@@ -140,6 +140,7 @@ class NatsServer:
     extra_args: list[str] = field(default_factory=list)
     start_timeout: float = 10.0
     cwd: str | os.PathLike[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     client_port: int | None = field(default=None, init=False)
@@ -208,7 +209,7 @@ class NatsServer:
             root = state_dir() / "run"
             root.mkdir(parents=True, exist_ok=True)
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=root))
-        log = open(self.run_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.run_dir / "server.log", "ab")  # noqa: SIM115 (the child keeps writing to it)
         self._log_offset = log.tell()
         try:
             self.proc = subprocess.Popen(
@@ -216,6 +217,7 @@ class NatsServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},  # e.g. values for $VARIABLES in a config
                 cwd=str(self.cwd or (config_path(self.config).parent if self.config else self.run_dir)),
                 preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
                 start_new_session=True,
