@@ -180,3 +180,30 @@ def test_kill_then_start_again_keeps_the_temporary_store():
         assert srv.running()
     finally:
         srv.stop()
+
+
+def _kernel_server_pid(kc) -> int:
+    """Start a workbook server inside a real ipykernel and return its pid."""
+    code = "from natsdemo.server import find_or_start\nprint(find_or_start('kernel').pid)"
+    lines = []
+    kc.execute_interactive(code, timeout=60, output_hook=lambda m: lines.append(m["content"].get("text", "")))
+    return int("".join(lines).strip())
+
+
+@pytest.mark.parametrize("how", ["restart", "shutdown"])
+def test_a_kernel_restart_or_shutdown_takes_its_server_along(how: str):
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        pid = _kernel_server_pid(kc)
+        assert psutil.pid_exists(pid)
+        if how == "restart":
+            km.restart_kernel(now=True)  # kills the kernel process, like Kernel > Restart
+        else:
+            km.shutdown_kernel(now=False)
+        assert _gone(pid), f"server {pid} outlived the kernel ({how})"
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=True)

@@ -1,0 +1,123 @@
+"""Run the workbook's services (``tick``, ``drain``, ``reservations``) as real processes.
+
+A :class:`ServiceProcess` is ``python -m natsdemo ARGS`` with its output in a log file, so a
+notebook or a test can start it, wait for its ready line, SIGKILL it (a crash), restart it, and
+read what it printed. Like the servers, a service dies with the process that started it
+(``PR_SET_PDEATHSIG``), so a kernel restart does not leave services running.
+
+Defined in notebooks/05_production.ipynb
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from natsdemo.server import _set_pdeathsig
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m natsdemo *args`` as a child process.
+
+    ``ready`` is a regular expression that the service prints once it is serving; ``env`` adds to
+    the environment (``NATS_URL``, ``NATS_CA``... from :meth:`natsdemo.cluster.LocalCluster.env`).
+
+    Defined in notebooks/05_production.ipynb
+    """
+
+    name: str
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ready: str = r"."
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="natsdemo-svc-", suffix=".log")[1]))
+    starts: int = field(default=0, init=False)
+    _offset: int = field(default=0, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> ServiceProcess:
+        """Start (if not running); does not wait, see :meth:`wait_ready`."""
+        if self.running():
+            return self
+        with open(self.log_path, "ab") as log:
+            self._offset = log.tell()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "natsdemo", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
+                start_new_session=True,
+            )
+        self.starts += 1
+        return self
+
+    def _ready_now(self) -> bool:
+        text = self.log_text()[self._offset :]
+        if re.search(self.ready, text, re.MULTILINE):
+            return True
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"service {self.name} exited with {self.proc.returncode}: {text.strip()[-800:]}")
+        return False
+
+    def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
+        deadline = time.monotonic() + timeout
+        while not self._ready_now():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {self.name} printed no ready line in {timeout} s")
+            time.sleep(0.05)
+        return self
+
+    async def await_ready(self, timeout: float = 30.0) -> ServiceProcess:
+        """:meth:`wait_ready` without blocking the event loop."""
+        deadline = time.monotonic() + timeout
+        while not self._ready_now():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {self.name} printed no ready line in {timeout} s")
+            await asyncio.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no graceful shutdown."""
+        if self.running():
+            self.proc.kill()  # type: ignore[union-attr]
+            self.proc.wait(10)  # type: ignore[union-attr]
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait for the graceful shutdown; SIGKILL if it takes longer than ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def restart(self) -> ServiceProcess:
+        self.stop()
+        return self.start()
+
+    def remove_log(self) -> None:
+        self.log_path.unlink(missing_ok=True)
