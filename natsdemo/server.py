@@ -141,6 +141,7 @@ class NatsServer:
     start_timeout: float = 10.0
     cwd: str | os.PathLike[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    server_name: str | None = None
 
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     client_port: int | None = field(default=None, init=False)
@@ -184,7 +185,11 @@ class NatsServer:
         if self.config is not None:
             cmd += ["-c", str(config_path(self.config))]
         port = self.client_port if self.client_port is not None else self.port
-        cmd += ["-a", self.host, "-p", str(port), "-n", self.name]
+        cmd += ["-a", self.host, "-p", str(port)]
+        if self.server_name:
+            # only when asked: nats-server refuses a config reload (SIGHUP) when a command-line
+            # name differs from the config's server_name, so `name` is for the registry only
+            cmd += ["-n", self.server_name]
         if self.monitor:
             cmd += ["-m", str(self.monitor_port if self.monitor_port is not None else -1)]
         if self.store_dir is not None or self.config is None or self._config_has_jetstream():

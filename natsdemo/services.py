@@ -24,6 +24,12 @@ from pathlib import Path
 from natsdemo.server import _set_pdeathsig
 
 
+def _new_log() -> Path:
+    fd, path = tempfile.mkstemp(prefix="natsdemo-svc-", suffix=".log")
+    os.close(fd)
+    return Path(path)
+
+
 @dataclass
 class ServiceProcess:
     """``python -m natsdemo *args`` as a child process.
@@ -39,7 +45,7 @@ class ServiceProcess:
     env: dict[str, str] = field(default_factory=dict)
     ready: str = r"."
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="natsdemo-svc-", suffix=".log")[1]))
+    log_path: Path = field(default_factory=lambda: _new_log())
     starts: int = field(default=0, init=False)
     _offset: int = field(default=0, init=False, repr=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -207,3 +208,20 @@ def test_a_kernel_restart_or_shutdown_takes_its_server_along(how: str):
         kc.stop_channels()
         if km.is_alive():
             km.shutdown_kernel(now=True)
+
+
+async def test_reload_keeps_clients_connected_for_any_registry_name():
+    """`name` labels the registry only; passing it as -n would make nats-server refuse reloads."""
+    async with NatsServer(name="nb-anything") as srv:
+        nc = await srv.connect()
+        srv.reload()
+        deadline = time.monotonic() + 5
+        while "Reloaded server configuration" not in srv.log_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert "Reloaded server configuration" in srv.log_text(), srv.log_text()[-1500:]
+        assert "Failed to reload" not in srv.log_text()
+        assert srv.varz()["server_name"] == "natsdemo"
+        await nc.publish("still.here", b"1")
+        await nc.flush(timeout=2)
+        assert nc.is_connected and nc.stats["reconnects"] == 0
+        await nc.close()
