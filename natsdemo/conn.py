@@ -42,10 +42,14 @@ def client_tls_context(
     """An ``ssl.SSLContext`` for nats-py that trusts ``ca_file`` and optionally presents a client cert.
 
     ``minimum_version`` takes an ``ssl.TLSVersion``; the old ``ssl.PROTOCOL_TLSv1_2`` constant
-    seen in stale examples raises here.
+    seen in stale examples raises here. Host names are checked against the SANs only
+    (``hostname_checks_common_name = False``), as Go does.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Python still accepts a certificate *without SANs* whose CN equals the host name; Go (and so
+    # nats-server, for routes and leafnodes) never does. Match Go: only SANs name a host.
+    ctx.hostname_checks_common_name = False
     if cert_file:
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
     return ctx

@@ -390,3 +390,24 @@ async def test_reload_is_refused_when_the_name_came_from_the_command_line(pkidir
     async with serving("tls.conf", certs, server_name="named") as srv:
         with pytest.raises(RuntimeError, match="config reload not supported for ServerName"):
             await tls.rotate_server_cert(srv, pki.load(certs, "ca"), days=3)
+
+
+async def test_cn_only_certificate_is_refused_even_by_host_name(tmp_path):
+    """Python's default context falls back to the CN when a certificate has no SANs; ours, like Go, does not."""
+    import ssl as _ssl
+
+    from natsdemo import pki as _pki
+    from natsdemo import tls as _tls
+    from natsdemo.tls_ui import TlsLab
+
+    _pki.ensure_certs(tmp_path)
+    lab = await TlsLab.open(tmp_path)
+    try:
+        async with lab.variant("cn_only") as srv:
+            url = srv.url.replace("127.0.0.1", "localhost")
+            lenient = await _tls.probe(url, _ssl.create_default_context(cafile=tmp_path / "ca.pem"), server=srv)
+            strict = await _tls.probe(url, _tls.client_context(tmp_path / "ca.pem"), server=srv)
+        assert lenient.ok, "Python's default context should accept the CN (if this changes, update notebook 01)"
+        assert not strict.ok and "CERTIFICATE_VERIFY_FAILED" in strict.error
+    finally:
+        await lab.stop()
