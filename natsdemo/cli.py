@@ -79,11 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("NATSDEMO_DEBUG"):
             raise
-        print(f"natsdemo {args.command}: error: {explain(exc)}", file=sys.stderr)
+        print(f"natsdemo {args.command}: error: {explain(exc, getattr(args, 'server', None))}", file=sys.stderr)
         return 1
 
 
-def explain(exc: BaseException) -> str:
+def explain(exc: BaseException, server: str | None = None) -> str:
     """A plain-words explanation of a connection or server error, with what to do."""
     import nats.errors
 
@@ -97,7 +97,7 @@ def explain(exc: BaseException) -> str:
             "(or NATS_CA) and connect with a host name that is in the server certificate's SANs"
         )
     if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError | nats.errors.TimeoutError | OSError):
-        url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+        url = server or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
         return (
             f"cannot reach NATS ({_one_line(exc) or type(exc).__name__}); is a server running? "
             f"start one with `python -m natsdemo server` or pass --server (tried {url})"

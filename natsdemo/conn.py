@@ -55,8 +55,16 @@ def client_tls_context(
     return ctx
 
 
-async def _log_error(exc: Exception) -> None:
-    log.warning("nats: %s", exc)
+def _error_logger() -> Any:
+    """An error callback that stays quiet until the first connection succeeded (the failure to
+    connect is reported once, as an exception), and logs every later error as a warning."""
+    state = {"connected": False}
+
+    async def on_error(exc: Exception) -> None:
+        (log.warning if state["connected"] else log.debug)("nats: %s", exc)
+
+    on_error.connected = state  # type: ignore[attr-defined]
+    return on_error
 
 
 async def connect(
@@ -69,12 +77,15 @@ async def connect(
     name: str = "natsdemo",
     connect_timeout: float = 5.0,
     max_reconnect_attempts: int = -1,
+    first_connect_timeout: float | None = None,
     **options: Any,
 ) -> Client:
     """Connect with production defaults. ``servers`` may be a comma-separated string or a list.
 
     With no ``servers``, ``NATS_URL`` is used; with no TLS arguments, ``NATS_CA``/``NATS_CERT``/
-    ``NATS_KEY`` are. The first attempt fails fast (no endless retry when nothing is listening).
+    ``NATS_KEY`` are. The first connection is bounded by ``first_connect_timeout`` (default
+    ``max(10, 2 * connect_timeout)`` seconds) and raises ``ConnectionError`` naming the URLs; once
+    connected, it reconnects forever (``max_reconnect_attempts=-1``).
     """
     if servers is None:
         servers = servers_from_env()
@@ -87,15 +98,29 @@ async def connect(
         tls = client_tls_context(ca, cert, key)
     if tls is not None:
         options["tls"] = tls
-    options.setdefault("error_cb", _log_error)
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        connect_timeout=connect_timeout,
-        allow_reconnect=True,
-        max_reconnect_attempts=max_reconnect_attempts,
-        **options,
-    )
+    quiet_until_connected = "error_cb" not in options
+    if quiet_until_connected:
+        options["error_cb"] = _error_logger()
+    # nats-py keeps retrying the *first* connection as long as reconnects are allowed; bound it,
+    # so a service pointed at the wrong URL says so instead of hanging (and stays stoppable)
+    first_try = first_connect_timeout or max(10.0, 2 * connect_timeout)
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=max_reconnect_attempts,
+                **options,
+            ),
+            timeout=first_try,
+        )
+    except TimeoutError as exc:
+        raise ConnectionError(f"no NATS server answered at {', '.join(servers)} within {first_try:.0f} s") from exc
+    if quiet_until_connected:
+        options["error_cb"].connected["connected"] = True
+    return nc
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,816 @@
+"""Cron ticks: business time ("end of day") as events on ``schedule.<name>``.
+
+Wire contract (every tick, whoever produced it):
+
+* stream ``SCHEDULE`` captures ``schedule.>``; ticks live on ``schedule.<name>`` (one subject token);
+* client ticks carry ``Nats-Msg-Id: schedule.<name>@<scheduled instant, RFC 3339 UTC>``, so any
+  number of ticker replicas store **one** tick per slot (inside the stream's duplicate window);
+* the body is JSON ``{"schedule", "cron", "tz", "scheduled_at", "published_at"}`` (RFC 3339 UTC).
+
+Cron convention of the whole workbook: **six fields, seconds first** (``sec min hour dom mon dow``),
+like robfig/cron ``WithSeconds()`` and NATS server message schedules. croniter's default puts a
+sixth field *last*; this module always passes ``second_at_beginning=True``. Five-field expressions
+(``min hour dom mon dow``) and ``@daily``-style names are accepted too.
+
+Time zones (IANA, zoneinfo): slots are found on the zone's wall clock and kept as UTC instants. When
+clocks go forward, a wall time that does not exist fires at the jump; when they go back, a wall
+time that happens twice fires on its first occurrence only (see :func:`wall_to_instant`).
+
+Read ticks through :class:`TickConsumer` (a JetStream consumer), never a core subscription:
+de-duplication protects the stream, not core subscribers. :func:`install_server_schedule` lets
+nats-server (2.14+) produce the same ticks from a cron message schedule instead.
+
+Defined in notebooks/02_cron_ticks.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import nats.errors
+import nats.js.errors
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+from nats.js import api
+
+from natsdemo.conn import add_connection_arguments, connect_from_args
+from natsdemo.errors import UsageError
+
+log = logging.getLogger("natsdemo.ticks")
+
+SCHEDULE_STREAM = "SCHEDULE"
+SUBJECT_PREFIX = "schedule."
+SERVER_SCHEDULE_PREFIX = "schedule._cron."  # where server-side cron schedules live (3 tokens, not a tick)
+DUPLICATE_WINDOW = 300.0  # seconds: covers replica skew and a "latest missed slot" catch-up
+MAX_TICKS_PER_SUBJECT = 100_000  # bounds growth without an age limit that could expire a schedule
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# ===================================================================== names and times
+def validate_name(name: str) -> str:
+    """A schedule name must be one subject token: letters, digits, ``-`` and ``_``.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise UsageError(
+            f"schedule name {name!r} is not subject-safe: use 1-64 letters, digits, '-' or '_' "
+            "(no dots, spaces or wildcards), e.g. end-of-day"
+        )
+    return name
+
+
+def tick_subject(name: str) -> str:
+    """``schedule.<name>``.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    return SUBJECT_PREFIX + validate_name(name)
+
+
+def rfc3339(ts: datetime) -> str:
+    """An aware datetime as RFC 3339 UTC: ``2026-11-27T07:30:00Z`` (milliseconds only if non-zero).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    if ts.tzinfo is None:
+        raise ValueError("rfc3339() needs an aware datetime")
+    ts = ts.astimezone(UTC)
+    if ts.microsecond:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Inverse of :func:`rfc3339` (accepts any ISO 8601 offset, returns UTC).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def tick_msg_id(name: str, scheduled_at: datetime) -> str:
+    """``schedule.<name>@<scheduled instant, RFC 3339 UTC>``: equal for every replica firing the same slot.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    return f"{tick_subject(name)}@{rfc3339(scheduled_at)}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ===================================================================== cron expressions and zones
+CRON_NAMES = {  # the same expansions nats-server uses for its message schedules
+    "@yearly": "0 0 0 1 1 *",
+    "@annually": "0 0 0 1 1 *",
+    "@monthly": "0 0 0 1 * *",
+    "@weekly": "0 0 0 * * 0",
+    "@daily": "0 0 0 * * *",
+    "@midnight": "0 0 0 * * *",
+    "@hourly": "0 0 * * * *",
+}
+_FIELDS = (
+    ("second", "0-59"),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-6 or sun-sat"),
+)
+_FIELD_CHARS = re.compile(r"^[0-9A-Za-z*?,/-]+$")
+_CRON_HELP = (
+    "use 6 fields, seconds first: 'sec min hour day month weekday' (e.g. '0 0 20 * * *' is 20:00 every day), "
+    "5 fields without seconds, or a name such as @daily or @hourly"
+)
+
+
+def parse_zone(tz: str) -> ZoneInfo:
+    """An IANA time zone (``UTC``, ``Europe/Berlin``...) or a :class:`UsageError` that says what to type.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    try:
+        if not tz or tz.strip() != tz:
+            raise ValueError(tz)
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise UsageError(
+            f"unknown time zone {tz!r}: use an IANA name such as UTC, Europe/Berlin or America/New_York"
+        ) from None
+
+
+def normalize_cron(expr: str) -> str:
+    """The 6-field, seconds-first form of ``expr`` (5 fields get second 0; ``@daily`` etc. expand).
+
+    Raises :class:`UsageError` naming the offending field. This is the workbook's one convention;
+    croniter's own default would read a sixth field as *seconds last*.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    text = " ".join(str(expr).split())
+    if text.lower() in CRON_NAMES:
+        return CRON_NAMES[text.lower()]
+    if text.startswith("@"):
+        raise UsageError(f"unknown cron name {text!r}: use one of {', '.join(CRON_NAMES)}")
+    fields = text.split(" ") if text else []
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        n = len(fields)
+        raise UsageError(f"cron {text!r} has {n} field{'' if n == 1 else 's'}; {_CRON_HELP}")
+    for i, f in enumerate(fields):
+        probe = ["*"] * 6
+        probe[i] = f
+        if not _FIELD_CHARS.match(f) or not croniter.is_valid(" ".join(probe), second_at_beginning=True):
+            name, allowed = _FIELDS[i]
+            raise UsageError(
+                f"cron {text!r}: the {name} field {f!r} is not valid (allowed: {allowed}, with * , - /); "
+                "fields are seconds first: 'sec min hour day month weekday'"
+            )
+    return " ".join(fields)
+
+
+def _gap_end(naive: datetime, zone: ZoneInfo) -> datetime:
+    """The instant the wall clock jumps over ``naive`` (a local time that does not exist)."""
+    lo = int(naive.replace(tzinfo=zone, fold=1).timestamp())  # read with the offset after the jump: before it
+    hi = int(naive.replace(tzinfo=zone, fold=0).timestamp())  # read with the offset before the jump: after it
+    lo, hi = min(lo, hi), max(lo, hi)
+    before = datetime.fromtimestamp(lo, zone).utcoffset()
+    while hi - lo > 1:  # transitions fall on whole seconds: bisect for the first second with the new offset
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, zone)
+
+
+def wall_to_instant(naive: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) a cron slot labelled with local wall time ``naive`` fires (the DST policy).
+
+    * a wall time that happens twice (clocks go back) fires once, at its **first** occurrence;
+    * a wall time that never happens (clocks go forward) fires at the **end of the gap**, the moment
+      the clock jumps, so a daily job is never silently skipped (slots collapse there into one tick).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == naive:
+        return first
+    return _gap_end(naive, zone).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """A validated cron expression in a time zone, with the workbook's DST policy.
+
+    Slots are computed on the local wall clock (croniter on naive times, seconds first) and mapped
+    to instants with :func:`wall_to_instant`. Every slot is returned as an aware datetime **in UTC**:
+    Python compares and subtracts two datetimes that share a ``ZoneInfo`` by wall clock, which is
+    wrong across a DST change. Show a slot to people with :meth:`local`.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    expr: str
+    fields: str
+    tz: str
+    zone: ZoneInfo
+
+    def next_after(self, after: datetime) -> datetime:
+        """The first slot strictly after the instant ``after``."""
+        after = after.astimezone(UTC)
+        start = after.astimezone(self.zone).replace(tzinfo=None, microsecond=0) - timedelta(seconds=1)
+        it = croniter(self.fields, start, second_at_beginning=True)
+        for _ in range(_SEARCH_LIMIT):
+            slot = wall_to_instant(it.get_next(datetime), self.zone)
+            if slot > after:
+                return slot
+        raise UsageError(f"cron {self.expr!r} has no slot after {after:%Y-%m-%d %H:%M:%S %Z}")
+
+    def prev_at_or_before(self, at: datetime) -> datetime:
+        """The latest slot at or before the instant ``at``."""
+        at = at.astimezone(UTC)
+        start = at.astimezone(self.zone).replace(tzinfo=None, microsecond=0) + timedelta(seconds=1)
+        it = croniter(self.fields, start, second_at_beginning=True)
+        for _ in range(_SEARCH_LIMIT):
+            slot = wall_to_instant(it.get_prev(datetime), self.zone)
+            if slot <= at:
+                return slot
+        raise UsageError(f"cron {self.expr!r} has no slot before {at:%Y-%m-%d %H:%M:%S %Z}")
+
+    def local(self, instant: datetime) -> datetime:
+        """``instant`` on this schedule's wall clock, for display."""
+        return instant.astimezone(self.zone)
+
+    def next_times(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
+        """The next ``count`` slots after ``after`` (default: now)."""
+        out: list[datetime] = []
+        t = after or _now()
+        for _ in range(count):
+            t = self.next_after(t)
+            out.append(t)
+        return out
+
+
+_SEARCH_LIMIT = 10_000  # croniter steps per search: covers a repeated DST hour of a per-second cron
+
+
+def parse_cron(expr: str, tz: str = "UTC") -> CronSpec:
+    """Validate a cron expression and a zone together; raises :class:`UsageError` in plain words.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    zone = parse_zone(tz)
+    fields = normalize_cron(expr)
+    spec = CronSpec(expr=" ".join(str(expr).split()), fields=fields, tz=tz, zone=zone)
+    try:
+        spec.next_after(_now())
+    except (CroniterBadDateError, CroniterBadCronError):
+        raise UsageError(f"cron {spec.expr!r} never fires (no such date); check the day and month fields") from None
+    return spec
+
+
+# ===================================================================== the stream
+async def ensure_schedule_stream(js: Any, *, replicas: int = 1) -> None:
+    """Create stream ``SCHEDULE`` (``schedule.>``, message schedules allowed) if it is missing.
+
+    Idempotent and safe when several processes race to create it: the loser of the race finds the
+    winner's stream. An existing stream without ``allow_msg_schedules`` is updated to allow them
+    (the flag can be switched on later, never off). No age limit: an age limit would also expire
+    the server-side schedule messages that live in this stream.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    config = api.StreamConfig(
+        name=SCHEDULE_STREAM,
+        subjects=[f"{SUBJECT_PREFIX}>"],
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_msgs_per_subject=MAX_TICKS_PER_SUBJECT,
+        allow_msg_schedules=True,
+    )
+    failure: Exception | None = None
+    for _attempt in range(3):
+        try:
+            info = await js.stream_info(SCHEDULE_STREAM)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(config)
+                return
+            except nats.js.errors.BadRequestError as exc:
+                # lost a race (the winner's stream differs slightly), or a real conflict: look again
+                failure = exc
+                await asyncio.sleep(0.05)
+                continue
+        if not info.config.allow_msg_schedules:
+            info.config.allow_msg_schedules = True
+            await js.update_stream(info.config)
+        return
+    raise RuntimeError(
+        f"cannot create stream {SCHEDULE_STREAM} on {SUBJECT_PREFIX}> ({failure}); "
+        "does another stream already capture those subjects?"
+    )
+
+
+# ===================================================================== one tick
+@dataclass(frozen=True)
+class Tick:
+    """One tick as a consumer sees it.
+
+    ``scheduled_at`` is the cron slot, ``published_at`` when it was published (client ticks) or
+    stored (server-side ticks, whose body cannot know it). ``seq`` is the stream sequence.
+    ``source`` is ``"client"`` for the Python ticker or a manual tick and ``"server"`` for a
+    nats-server message schedule; ``stored_at`` is the stream's timestamp of the message.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    schedule: str
+    cron: str
+    tz: str
+    scheduled_at: datetime
+    published_at: datetime
+    seq: int
+    source: str = "client"
+    stored_at: datetime | None = None
+
+    @property
+    def lateness(self) -> float:
+        """Seconds from the scheduled instant to publication."""
+        return (self.published_at - self.scheduled_at).total_seconds()
+
+    @property
+    def stored_lateness(self) -> float:
+        """Seconds from the scheduled instant to the stream's timestamp (same clock for every producer)."""
+        return ((self.stored_at or self.published_at) - self.scheduled_at).total_seconds()
+
+    @property
+    def msg_id(self) -> str:
+        return tick_msg_id(self.schedule, self.scheduled_at)
+
+    def body(self) -> dict[str, str]:
+        return {
+            "schedule": self.schedule,
+            "cron": self.cron,
+            "tz": self.tz,
+            "scheduled_at": rfc3339(self.scheduled_at),
+            "published_at": rfc3339(self.published_at),
+        }
+
+    @classmethod
+    def from_msg(cls, msg: Any) -> Tick:
+        """Parse a JetStream message from ``schedule.<name>``.
+
+        Client ticks carry the full JSON body. A server-side schedule delivers the body that was
+        published on the schedule subject (see :func:`create_server_schedule`): it names the
+        schedule, cron and zone but cannot know the instant, so ``published_at`` is the stream
+        timestamp and ``scheduled_at`` the latest slot of that cron at or before it.
+        """
+        try:
+            body = json.loads(msg.data or b"{}")
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        headers = msg.headers or {}
+        seq = 0
+        stored_at: datetime | None = None
+        with contextlib.suppress(Exception):
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            stored_at = meta.timestamp.astimezone(UTC) if meta.timestamp else None
+        if not seq:
+            seq = int(getattr(msg, "seq", 0) or 0)
+        if stored_at is None and getattr(msg, "time", None) is not None:
+            stored_at = msg.time.astimezone(UTC)
+        name = body.get("schedule") or msg.subject.removeprefix(SUBJECT_PREFIX)
+        server = "Nats-Scheduler" in headers or body.get("source") == "server"
+        published = body.get("published_at")
+        scheduled = body.get("scheduled_at")
+        published_at = parse_rfc3339(published) if published else (stored_at or _now())
+        if scheduled:
+            scheduled_at = parse_rfc3339(scheduled)
+        else:  # a server tick: the slot is the latest cron slot at or before the stored time
+            try:
+                scheduled_at = parse_cron(body.get("cron", ""), body.get("tz", "UTC")).prev_at_or_before(published_at)
+            except UsageError:
+                scheduled_at = published_at.replace(microsecond=0)
+        return cls(
+            schedule=name,
+            cron=str(body.get("cron", "")),
+            tz=str(body.get("tz", "UTC")),
+            scheduled_at=scheduled_at,
+            published_at=published_at,
+            seq=seq,
+            source="server" if server else "client",
+            stored_at=stored_at,
+        )
+
+
+async def publish_tick(
+    js: Any,
+    name: str,
+    *,
+    cron: str = "manual",
+    tz: str = "UTC",
+    scheduled_at: datetime | None = None,
+    published_at: datetime | None = None,
+    timeout: float = 5.0,
+) -> api.PubAck:
+    """Publish one tick of ``schedule.<name>`` now (the "fire a tick" button, and the ticker's own path).
+
+    Same msg id and JSON body as the ticker, so a tick published twice for the same
+    ``scheduled_at`` is stored once (``ack.duplicate`` is True the second time). Without
+    ``scheduled_at`` the slot is *now* to the millisecond.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    subject = tick_subject(name)
+    published_at = published_at or _now()
+    scheduled_at = scheduled_at or published_at
+    body = {
+        "schedule": name,
+        "cron": cron,
+        "tz": tz,
+        "scheduled_at": rfc3339(scheduled_at),
+        "published_at": rfc3339(published_at),
+    }
+    return await js.publish(
+        subject,
+        json.dumps(body).encode(),
+        timeout=timeout,
+        stream=SCHEDULE_STREAM,
+        headers={"Nats-Msg-Id": tick_msg_id(name, scheduled_at)},
+    )
+
+
+# ===================================================================== reading ticks
+class TickConsumer:
+    """Each tick of ``schedule.<name>`` once, through a JetStream consumer (never a core subscription).
+
+    ``durable=None``: an ordered (ephemeral) consumer that delivers only ticks published after
+    :meth:`start`. With a durable name, a pull consumer remembers what was acknowledged, so ticks
+    published while the process was down are delivered on restart; several processes sharing one
+    durable name split the ticks between them (each tick to one of them).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    def __init__(self, js: Any, name: str, *, durable: str | None = None) -> None:
+        self.js = js
+        self.name = validate_name(name)
+        self.subject = tick_subject(name)
+        if durable is not None and not _NAME_RE.match(durable):
+            raise UsageError(f"durable name {durable!r} must be letters, digits, '-' or '_'")
+        self.durable = durable
+        self._sub: Any = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Ensure the stream exists, then create (or bind to) the consumer."""
+        self._stopped = False
+        if self._sub is not None:
+            return
+        await ensure_schedule_stream(self.js)
+        if self.durable is None:
+            self._sub = await self.js.subscribe(
+                self.subject,
+                stream=SCHEDULE_STREAM,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.NEW,
+            )
+        else:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.NEW,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30,
+            )
+            self._sub = await self.js.pull_subscribe(
+                self.subject, durable=self.durable, stream=SCHEDULE_STREAM, config=config
+            )
+
+    async def next(self, timeout: float) -> Tick:
+        """The next tick; raises the builtin ``TimeoutError`` if none arrives within ``timeout`` s."""
+        if self._sub is None:
+            await self.start()
+        try:
+            if self.durable is None:
+                msg = await self._sub.next_msg(timeout=timeout)
+            else:
+                msgs = await self._sub.fetch(1, timeout=timeout)
+                msg = msgs[0]
+                # acknowledged on delivery and confirmed by the server, so a restart does not replay it
+                with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                    await msg.ack_sync(timeout=2.0)
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise TimeoutError(f"no tick on {self.subject} within {timeout} s") from exc
+        return Tick.from_msg(msg)
+
+    def __aiter__(self) -> TickConsumer:
+        return self
+
+    async def __anext__(self) -> Tick:
+        """Wait for the next tick as long as it takes; the iteration ends when :meth:`stop` is called."""
+        while not self._stopped:
+            try:
+                return await self.next(timeout=1.0)
+            except TimeoutError:
+                continue
+            except nats.errors.Error:
+                if not self._stopped:
+                    raise
+        raise StopAsyncIteration
+
+    async def stop(self) -> None:
+        """Unsubscribe (a durable consumer stays on the server, remembering its position)."""
+        self._stopped = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def __aenter__(self) -> TickConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+
+# ===================================================================== the client ticker
+@dataclass(frozen=True)
+class Fired:
+    """One publish by a :class:`Ticker`: ``duplicate`` means another replica had already stored the slot.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    scheduled_at: datetime
+    published_at: datetime
+    seq: int
+    duplicate: bool
+    replica: str = ""
+
+    @property
+    def lateness(self) -> float:
+        return (self.published_at - self.scheduled_at).total_seconds()
+
+
+CATCH_UP = ("skip", "latest")
+
+
+class Ticker:
+    """Publish a tick on ``schedule.<name>`` at every slot of a cron expression in a time zone.
+
+    * **drift-free**: every sleep is computed from the wall clock to the next scheduled instant,
+      never by adding an interval to the previous wake-up, so lateness does not accumulate;
+    * **replica-safe**: the msg id is ``schedule.<name>@<slot>``, so N replicas store one tick per
+      slot (the others get ``duplicate=True`` acks, counted in :attr:`duplicates`);
+    * **missed slots** (a late start, a paused process, a slow publish): a slot more than ``grace``
+      seconds overdue is skipped (``catch_up="skip"``, the default); ``catch_up="latest"`` publishes
+      only the most recent missed slot, never a burst. On start, "missed" means: later than the last
+      tick stored in the stream.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        name: str,
+        cron: str,
+        tz: str = "UTC",
+        *,
+        catch_up: str = "skip",
+        grace: float = 1.0,
+        replica: str = "",
+        on_fire: Callable[[Fired], Any] | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        if catch_up not in CATCH_UP:
+            raise UsageError(f"catch_up must be one of {', '.join(CATCH_UP)}, not {catch_up!r}")
+        self.js = js
+        self.name = validate_name(name)
+        self.spec = parse_cron(cron, tz)
+        self.catch_up = catch_up
+        self.grace = grace
+        self.replica = replica
+        self.on_fire = on_fire
+        self.clock = clock
+        self.history: deque[Fired] = deque(maxlen=2000)
+        self.published = 0
+        self.duplicates = 0
+        self.errors = 0
+        self.next_slot: datetime | None = None
+
+    async def fire(self, slot: datetime) -> Fired | None:
+        """Publish the tick for ``slot`` now; a failed publish is counted and logged, not raised."""
+        published_at = self.clock()
+        try:
+            ack = await publish_tick(
+                self.js, self.name, cron=self.spec.expr, tz=self.spec.tz, scheduled_at=slot, published_at=published_at
+            )
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            self.errors += 1
+            log.warning("tick %s@%s not published: %s", self.name, rfc3339(slot), exc)
+            return None
+        fired = Fired(slot, published_at, ack.seq, bool(ack.duplicate), self.replica)
+        self.history.append(fired)
+        if fired.duplicate:
+            self.duplicates += 1
+        else:
+            self.published += 1
+        if self.on_fire is not None:
+            self.on_fire(fired)
+        return fired
+
+    async def last_stored_slot(self) -> datetime | None:
+        """The scheduled instant of the newest tick stored on ``schedule.<name>`` (None if there is none)."""
+        try:
+            raw = await self.js.get_last_msg(SCHEDULE_STREAM, tick_subject(self.name))
+        except nats.js.errors.NotFoundError:
+            return None
+        return Tick.from_msg(raw).scheduled_at
+
+    async def _sleep_until(self, slot: datetime, stop: asyncio.Event) -> bool:
+        """Sleep until ``slot`` by the wall clock (re-measured each round); False if ``stop`` was set."""
+        while not stop.is_set():
+            delay = (slot - self.clock()).total_seconds()
+            if delay <= 0:
+                return True
+            # at most 30 s per wait, so a wall-clock jump (NTP, laptop sleep) is noticed soon
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(delay, 30.0))
+        return False
+
+    def _resume_after(self, done: datetime) -> tuple[datetime | None, datetime]:
+        """(latest missed slot or None, next slot to wait for) after ``done`` was handled."""
+        now = self.clock()
+        nxt = self.spec.next_after(done)
+        cutoff = now - timedelta(seconds=self.grace)
+        if nxt >= cutoff:
+            return None, nxt  # on time, or late by less than the grace: fire it
+        missed = self.spec.prev_at_or_before(cutoff)
+        return missed, self.spec.next_after(cutoff)
+
+    async def run(self, stop: asyncio.Event | None = None, *, max_ticks: int | None = None) -> None:
+        """Tick until ``stop`` is set (or ``max_ticks`` slots were handled)."""
+        stop = stop or asyncio.Event()
+        await ensure_schedule_stream(self.js)
+        now = self.clock()
+        if self.catch_up == "latest":
+            last = await self.last_stored_slot()
+            missed = self.spec.prev_at_or_before(now)
+            if last is not None and missed > last:
+                await self.fire(missed)
+        slot = self.spec.next_after(now)
+        handled = 0
+        while max_ticks is None or handled < max_ticks:
+            self.next_slot = slot
+            if not await self._sleep_until(slot, stop):
+                break
+            await self.fire(slot)
+            handled += 1
+            missed, slot = self._resume_after(slot)
+            if missed is not None and self.catch_up == "latest":
+                await self.fire(missed)
+        self.next_slot = None
+
+
+# ===================================================================== server-side ticks
+def server_schedule_subject(name: str) -> str:
+    """``schedule._cron.<name>``: where the message schedule producing ``schedule.<name>`` lives.
+
+    Three tokens, so a consumer of ``schedule.*`` (ticks) never sees schedule definitions.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    return SERVER_SCHEDULE_PREFIX + validate_name(name)
+
+
+async def install_server_schedule(js: Any, name: str, cron: str, tz: str = "UTC") -> api.PubAck:
+    """Let nats-server own the clock: a cron message schedule whose target is ``schedule.<name>``.
+
+    The server copies this message's body into every tick, so the body is static:
+    ``{"schedule", "cron", "tz", "source": "server"}`` with no ``scheduled_at``/``published_at``;
+    :meth:`Tick.from_msg` derives them from the stream timestamp. The produced tick has no
+    ``Nats-Msg-Id`` (the server strips it) but carries ``Nats-Scheduler`` and ``Nats-Schedule-Next``.
+    Publishing again replaces the schedule (one per subject); :func:`remove_server_schedule` stops it.
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    spec = parse_cron(cron, tz)
+    await ensure_schedule_stream(js)
+    body = {"schedule": name, "cron": spec.fields, "tz": spec.tz, "source": "server"}
+    headers = {
+        "Nats-Schedule": spec.fields,  # the server's cron is 6 fields, seconds first, like ours
+        "Nats-Schedule-Target": tick_subject(name),
+        "Nats-Schedule-Time-Zone": spec.tz,
+    }
+    return await js.publish(
+        server_schedule_subject(name), json.dumps(body).encode(), stream=SCHEDULE_STREAM, headers=headers
+    )
+
+
+async def remove_server_schedule(js: Any, name: str) -> None:
+    """Cancel the server-side schedule of ``schedule.<name>`` (purges its schedule subject).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.purge_stream(SCHEDULE_STREAM, subject=server_schedule_subject(name))
+
+
+# ===================================================================== CLI
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    """``python -m natsdemo tick --cron EXPR --name NAME [--tz ZONE] [--catch-up skip|latest]``."""
+    parser.add_argument(
+        "--cron", required=True, help="6 fields, seconds first ('0 0 20 * * *' = 20:00 daily), 5 fields, or @daily"
+    )
+    parser.add_argument("--name", required=True, help="ticks go to schedule.<name> (letters, digits, - and _)")
+    parser.add_argument("--tz", default="UTC", help="IANA time zone the cron is read in (default UTC)")
+    parser.add_argument(
+        "--catch-up", choices=CATCH_UP, default="skip", help="missed slots: skip (default) or fire only the latest"
+    )
+    parser.add_argument(
+        "--server-side", action="store_true", help="install a nats-server cron schedule instead of ticking, then exit"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the ready line, not one line per tick")
+    add_connection_arguments(parser)
+
+
+def _print_fired(fired: Fired) -> None:
+    what = f"duplicate of seq {fired.seq}" if fired.duplicate else f"stored seq {fired.seq}"
+    print(f"tick {rfc3339(fired.scheduled_at)} {what} late {fired.lateness * 1000:.1f} ms", flush=True)
+
+
+async def _connect_or_stop(args: argparse.Namespace, stop: asyncio.Event, timeout: float = 10.0) -> Any:
+    """Connect, but give up after ``timeout`` s (a clear error) or when SIGINT/SIGTERM arrives (None)."""
+    connecting = asyncio.ensure_future(connect_from_args(args, f"natsdemo-tick-{args.name}"))
+    stopping = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({connecting, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting in done:
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    if stopping in done:
+        return None
+    raise nats.errors.NoServersError()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from natsdemo.cli import stop_event
+
+    stop = stop_event()
+    nc = await _connect_or_stop(args, stop)
+    if nc is None:
+        return 0
+    js = nc.jetstream()
+    try:
+        if args.server_side:
+            ack = await install_server_schedule(js, args.name, args.cron, args.tz)
+            print(
+                f"installed server-side schedule {server_schedule_subject(args.name)} (seq {ack.seq}): "
+                f"{normalize_cron(args.cron)!r} in {args.tz} -> {tick_subject(args.name)}",
+                flush=True,
+            )
+            return 0
+        ticker = Ticker(
+            js, args.name, args.cron, args.tz, catch_up=args.catch_up, on_fire=None if args.quiet else _print_fired
+        )
+        await ensure_schedule_stream(js)
+        nxt = ticker.spec.next_after(_now())
+        print(
+            f"ticking {tick_subject(args.name)} cron {ticker.spec.fields!r} tz {args.tz} "
+            f"catch-up {args.catch_up}; next {rfc3339(nxt)}",
+            flush=True,
+        )
+        await ticker.run(stop)
+        print(f"stopped: {ticker.published} stored, {ticker.duplicates} duplicates", flush=True)
+        return 0
+    finally:
+        await nc.drain()
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Validate everything before connecting, then tick until SIGINT/SIGTERM."""
+    validate_name(args.name)
+    parse_cron(args.cron, args.tz)
+    return asyncio.run(_serve(args))
