@@ -7,14 +7,9 @@ Wire contract (every tick, whoever produced it):
   number of ticker replicas store **one** tick per slot (inside the stream's duplicate window);
 * the body is JSON ``{"schedule", "cron", "tz", "scheduled_at", "published_at"}`` (RFC 3339 UTC).
 
-Cron convention of the whole workbook: **six fields, seconds first** (``sec min hour dom mon dow``),
-like robfig/cron ``WithSeconds()`` and NATS server message schedules. croniter's default puts a
-sixth field *last*; this module always passes ``second_at_beginning=True``. Five-field expressions
-(``min hour dom mon dow``) and ``@daily``-style names are accepted too.
-
-Time zones (IANA, zoneinfo): slots are found on the zone's wall clock and kept as UTC instants. When
-clocks go forward, a wall time that does not exist fires at the jump; when they go back, a wall
-time that happens twice fires on its first occurrence only (see :func:`wall_to_instant`).
+When a tick is due comes from :mod:`natsdemo.cron` (six fields, seconds first, in an IANA zone,
+with its DST policy); its public names are re-exported here, so ``from natsdemo.ticks import
+parse_cron`` keeps working.
 
 Read ticks through :class:`TickConsumer` (a JetStream consumer), never a core subscription:
 de-duplication protects the stream, not core subscribers. :func:`install_server_schedule` lets
@@ -36,15 +31,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import nats.errors
 import nats.js.errors
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from nats.js import api
 
 from natsdemo.conn import add_connection_arguments, connect_from_args
+from natsdemo.cron import (  # all but now_utc are re-exported (see __all__): they used to live here
+    CRON_NAMES,
+    CronSpec,
+    normalize_cron,
+    now_utc,
+    parse_cron,
+    parse_rfc3339,
+    parse_zone,
+    rfc3339,
+    wall_to_instant,
+)
 from natsdemo.errors import UsageError
+
+__all__ = [  # the NATS side, defined here
+    "CATCH_UP", "DUPLICATE_WINDOW", "MAX_TICKS_PER_SUBJECT", "SCHEDULE_STREAM", "SERVER_SCHEDULE_PREFIX",
+    "SUBJECT_PREFIX", "Fired", "Tick", "TickConsumer", "Ticker", "configure_cli", "ensure_schedule_stream",
+    "install_server_schedule", "publish_tick", "remove_server_schedule", "run_cli", "server_schedule_subject",
+    "tick_msg_id", "tick_subject", "validate_name",
+]
+__all__ += [  # re-exported from natsdemo.cron
+    "CRON_NAMES", "CronSpec", "normalize_cron", "parse_cron", "parse_rfc3339", "parse_zone", "rfc3339",
+    "wall_to_instant",
+]
 
 log = logging.getLogger("natsdemo.ticks")
 
@@ -78,26 +93,6 @@ def tick_subject(name: str) -> str:
     return SUBJECT_PREFIX + validate_name(name)
 
 
-def rfc3339(ts: datetime) -> str:
-    """An aware datetime as RFC 3339 UTC: ``2026-11-27T07:30:00Z`` (milliseconds only if non-zero).
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    if ts.tzinfo is None:
-        raise ValueError("rfc3339() needs an aware datetime")
-    ts = ts.astimezone(UTC)
-    if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    """Inverse of :func:`rfc3339` (accepts any ISO 8601 offset, returns UTC).
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
 
 def tick_msg_id(name: str, scheduled_at: datetime) -> str:
     """``schedule.<name>@<scheduled instant, RFC 3339 UTC>``: equal for every replica firing the same slot.
@@ -106,181 +101,6 @@ def tick_msg_id(name: str, scheduled_at: datetime) -> str:
     """
     return f"{tick_subject(name)}@{rfc3339(scheduled_at)}"
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# ===================================================================== cron expressions and zones
-CRON_NAMES = {  # the same expansions nats-server uses for its message schedules
-    "@yearly": "0 0 0 1 1 *",
-    "@annually": "0 0 0 1 1 *",
-    "@monthly": "0 0 0 1 * *",
-    "@weekly": "0 0 0 * * 0",
-    "@daily": "0 0 0 * * *",
-    "@midnight": "0 0 0 * * *",
-    "@hourly": "0 0 * * * *",
-}
-_FIELDS = (
-    ("second", "0-59"),
-    ("minute", "0-59"),
-    ("hour", "0-23"),
-    ("day-of-month", "1-31"),
-    ("month", "1-12 or jan-dec"),
-    ("day-of-week", "0-6 or sun-sat"),
-)
-_FIELD_CHARS = re.compile(r"^[0-9A-Za-z*?,/-]+$")
-_CRON_HELP = (
-    "use 6 fields, seconds first: 'sec min hour day month weekday' (e.g. '0 0 20 * * *' is 20:00 every day), "
-    "5 fields without seconds, or a name such as @daily or @hourly"
-)
-
-
-def parse_zone(tz: str) -> ZoneInfo:
-    """An IANA time zone (``UTC``, ``Europe/Berlin``...) or a :class:`UsageError` that says what to type.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    try:
-        if not tz or tz.strip() != tz:
-            raise ValueError(tz)
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise UsageError(
-            f"unknown time zone {tz!r}: use an IANA name such as UTC, Europe/Berlin or America/New_York"
-        ) from None
-
-
-def normalize_cron(expr: str) -> str:
-    """The 6-field, seconds-first form of ``expr`` (5 fields get second 0; ``@daily`` etc. expand).
-
-    Raises :class:`UsageError` naming the offending field. This is the workbook's one convention;
-    croniter's own default would read a sixth field as *seconds last*.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    text = " ".join(str(expr).split())
-    if text.lower() in CRON_NAMES:
-        return CRON_NAMES[text.lower()]
-    if text.startswith("@"):
-        raise UsageError(f"unknown cron name {text!r}: use one of {', '.join(CRON_NAMES)}")
-    fields = text.split(" ") if text else []
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) != 6:
-        n = len(fields)
-        raise UsageError(f"cron {text!r} has {n} field{'' if n == 1 else 's'}; {_CRON_HELP}")
-    for i, f in enumerate(fields):
-        probe = ["*"] * 6
-        probe[i] = f
-        if not _FIELD_CHARS.match(f) or not croniter.is_valid(" ".join(probe), second_at_beginning=True):
-            name, allowed = _FIELDS[i]
-            raise UsageError(
-                f"cron {text!r}: the {name} field {f!r} is not valid (allowed: {allowed}, with * , - /); "
-                "fields are seconds first: 'sec min hour day month weekday'"
-            )
-    return " ".join(fields)
-
-
-def _gap_end(naive: datetime, zone: ZoneInfo) -> datetime:
-    """The instant the wall clock jumps over ``naive`` (a local time that does not exist)."""
-    lo = int(naive.replace(tzinfo=zone, fold=1).timestamp())  # read with the offset after the jump: before it
-    hi = int(naive.replace(tzinfo=zone, fold=0).timestamp())  # read with the offset before the jump: after it
-    lo, hi = min(lo, hi), max(lo, hi)
-    before = datetime.fromtimestamp(lo, zone).utcoffset()
-    while hi - lo > 1:  # transitions fall on whole seconds: bisect for the first second with the new offset
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return datetime.fromtimestamp(hi, zone)
-
-
-def wall_to_instant(naive: datetime, zone: ZoneInfo) -> datetime:
-    """The instant (UTC) a cron slot labelled with local wall time ``naive`` fires (the DST policy).
-
-    * a wall time that happens twice (clocks go back) fires once, at its **first** occurrence;
-    * a wall time that never happens (clocks go forward) fires at the **end of the gap**, the moment
-      the clock jumps, so a daily job is never silently skipped (slots collapse there into one tick).
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    if first.astimezone(zone).replace(tzinfo=None) == naive:
-        return first
-    return _gap_end(naive, zone).astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class CronSpec:
-    """A validated cron expression in a time zone, with the workbook's DST policy.
-
-    Slots are computed on the local wall clock (croniter on naive times, seconds first) and mapped
-    to instants with :func:`wall_to_instant`. Every slot is returned as an aware datetime **in UTC**:
-    Python compares and subtracts two datetimes that share a ``ZoneInfo`` by wall clock, which is
-    wrong across a DST change. Show a slot to people with :meth:`local`.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-
-    expr: str
-    fields: str
-    tz: str
-    zone: ZoneInfo
-
-    def next_after(self, after: datetime) -> datetime:
-        """The first slot strictly after the instant ``after``."""
-        after = after.astimezone(UTC)
-        start = after.astimezone(self.zone).replace(tzinfo=None, microsecond=0) - timedelta(seconds=1)
-        it = croniter(self.fields, start, second_at_beginning=True)
-        for _ in range(_SEARCH_LIMIT):
-            slot = wall_to_instant(it.get_next(datetime), self.zone)
-            if slot > after:
-                return slot
-        raise UsageError(f"cron {self.expr!r} has no slot after {after:%Y-%m-%d %H:%M:%S %Z}")
-
-    def prev_at_or_before(self, at: datetime) -> datetime:
-        """The latest slot at or before the instant ``at``."""
-        at = at.astimezone(UTC)
-        start = at.astimezone(self.zone).replace(tzinfo=None, microsecond=0) + timedelta(seconds=1)
-        it = croniter(self.fields, start, second_at_beginning=True)
-        for _ in range(_SEARCH_LIMIT):
-            slot = wall_to_instant(it.get_prev(datetime), self.zone)
-            if slot <= at:
-                return slot
-        raise UsageError(f"cron {self.expr!r} has no slot before {at:%Y-%m-%d %H:%M:%S %Z}")
-
-    def local(self, instant: datetime) -> datetime:
-        """``instant`` on this schedule's wall clock, for display."""
-        return instant.astimezone(self.zone)
-
-    def next_times(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
-        """The next ``count`` slots after ``after`` (default: now)."""
-        out: list[datetime] = []
-        t = after or _now()
-        for _ in range(count):
-            t = self.next_after(t)
-            out.append(t)
-        return out
-
-
-_SEARCH_LIMIT = 10_000  # croniter steps per search: covers a repeated DST hour of a per-second cron
-
-
-def parse_cron(expr: str, tz: str = "UTC") -> CronSpec:
-    """Validate a cron expression and a zone together; raises :class:`UsageError` in plain words.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    zone = parse_zone(tz)
-    fields = normalize_cron(expr)
-    spec = CronSpec(expr=" ".join(str(expr).split()), fields=fields, tz=tz, zone=zone)
-    try:
-        spec.next_after(_now())
-    except (CroniterBadDateError, CroniterBadCronError):
-        raise UsageError(f"cron {spec.expr!r} never fires (no such date); check the day and month fields") from None
-    return spec
 
 
 # ===================================================================== the stream
@@ -376,7 +196,7 @@ class Tick:
         """Parse a JetStream message from ``schedule.<name>``.
 
         Client ticks carry the full JSON body. A server-side schedule delivers the body that was
-        published on the schedule subject (see :func:`create_server_schedule`): it names the
+        published on the schedule subject (see :func:`install_server_schedule`): it names the
         schedule, cron and zone but cannot know the instant, so ``published_at`` is the stream
         timestamp and ``scheduled_at`` the latest slot of that cron at or before it.
         """
@@ -401,7 +221,7 @@ class Tick:
         server = "Nats-Scheduler" in headers or body.get("source") == "server"
         published = body.get("published_at")
         scheduled = body.get("scheduled_at")
-        published_at = parse_rfc3339(published) if published else (stored_at or _now())
+        published_at = parse_rfc3339(published) if published else (stored_at or now_utc())
         if scheduled:
             scheduled_at = parse_rfc3339(scheduled)
         else:  # a server tick: the slot is the latest cron slot at or before the stored time
@@ -440,7 +260,7 @@ async def publish_tick(
     Defined in notebooks/02_cron_ticks.ipynb
     """
     subject = tick_subject(name)
-    published_at = published_at or _now()
+    published_at = published_at or now_utc()
     scheduled_at = scheduled_at or published_at
     body = {
         "schedule": name,
@@ -600,7 +420,7 @@ class Ticker:
         grace: float = 1.0,
         replica: str = "",
         on_fire: Callable[[Fired], Any] | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = now_utc,
     ) -> None:
         if catch_up not in CATCH_UP:
             raise UsageError(f"catch_up must be one of {', '.join(CATCH_UP)}, not {catch_up!r}")
@@ -796,7 +616,7 @@ async def _serve(args: argparse.Namespace) -> int:
             js, args.name, args.cron, args.tz, catch_up=args.catch_up, on_fire=None if args.quiet else _print_fired
         )
         await ensure_schedule_stream(js)
-        nxt = ticker.spec.next_after(_now())
+        nxt = ticker.spec.next_after(now_utc())
         print(
             f"ticking {tick_subject(args.name)} cron {ticker.spec.fields!r} tz {args.tz} "
             f"catch-up {args.catch_up}; next {rfc3339(nxt)}",

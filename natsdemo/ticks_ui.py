@@ -14,8 +14,9 @@ from typing import Any
 
 import ipywidgets as W
 
+from natsdemo.cron import parse_cron, rfc3339
 from natsdemo.errors import UsageError
-from natsdemo.ticks import Fired, TickConsumer, Ticker, parse_cron, rfc3339, tick_subject
+from natsdemo.ticks import Fired, TickConsumer, Ticker, tick_subject
 from natsdemo.widgets import LivePlot, Panel, Series, button
 
 ZONES = ["UTC", "Europe/Berlin", "Europe/London", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",

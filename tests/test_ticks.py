@@ -1,141 +1,46 @@
-"""natsdemo.ticks in one process: the cron convention, the DST policy in two zones, the wire contract,
-missed slots, replicas against a real server, and server-side schedules."""
+"""natsdemo.ticks in one process against a real server: the wire contract, subject-safe names,
+replicas and consumers, missed slots, and server-side schedules (cron and DST logic: tests/test_cron.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from croniter import croniter
+from nats.js import api
 
 from natsdemo.errors import UsageError
+from natsdemo.server import NatsServer
 from natsdemo.ticks import (
     SCHEDULE_STREAM,
     TickConsumer,
     Ticker,
     ensure_schedule_stream,
     install_server_schedule,
-    normalize_cron,
-    parse_cron,
     publish_tick,
     remove_server_schedule,
-    rfc3339,
     tick_msg_id,
 )
 
 BERLIN = "Europe/Berlin"
-NEW_YORK = "America/New_York"
 
 
-def local(zone: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold)
-
-
-# ------------------------------------------------------------------ cron convention
-def test_six_fields_are_seconds_first_and_croniter_default_is_the_trap():
-    start = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    ours = parse_cron("0 20 * * * *").next_times(2, start)
-    assert ours == [datetime(2026, 11, 27, 12, 20, tzinfo=UTC), datetime(2026, 11, 27, 13, 20, tzinfo=UTC)]
-    # croniter's default reads the sixth field as seconds *last*: every second of 8pm
-    trap = croniter("0 20 * * * *", start)
-    assert [trap.get_next(datetime) for _ in range(2)] == [
-        datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC),
-        datetime(2026, 11, 27, 20, 0, 1, tzinfo=UTC),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("expr", "fields"),
-    [
-        ("@daily", "0 0 0 * * *"),
-        ("@hourly", "0 0 * * * *"),
-        ("*/5 * * * *", "0 */5 * * * *"),
-        ("0 0 20 * * *", "0 0 20 * * *"),
-    ],
-)
-def test_names_and_five_fields_normalize_to_six(expr, fields):
-    assert normalize_cron(expr) == fields
-
-
-@pytest.mark.parametrize(
-    ("expr", "tz", "fragment"),
-    [
-        ("* * * *", "UTC", "has 4 fields"),
-        ("61 * * * * *", "UTC", "second field '61'"),
-        ("0 0 25 * * *", "UTC", "hour field '25'"),
-        ("0 0 0 30 2 *", "UTC", "never fires"),
-        ("@dayly", "UTC", "unknown cron name"),
-        ("@daily", "Mars/Olympus", "unknown time zone"),
-        ("@daily", "", "unknown time zone"),
-    ],
-)
-def test_bad_cron_or_zone_is_refused_in_plain_words(expr, tz, fragment):
-    with pytest.raises(UsageError, match=fragment):
-        parse_cron(expr, tz)
-
-
+# ------------------------------------------------------------------ names
 @pytest.mark.parametrize("name", ["a.b", "a b", "*", ">", "", "x" * 65])
 def test_subject_unsafe_names_are_refused(name):
     with pytest.raises(UsageError, match="not subject-safe"):
         tick_msg_id(name, datetime(2026, 1, 1, tzinfo=UTC))
 
 
-# ------------------------------------------------------------------ DST policy, two zones
-@pytest.mark.parametrize(
-    ("zone", "day", "jump_utc"),
-    [(BERLIN, (2026, 3, 29), datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),
-     (NEW_YORK, (2026, 3, 8), datetime(2026, 3, 8, 7, 0, tzinfo=UTC))],
-)
-def test_spring_forward_a_missing_wall_time_fires_once_when_the_clock_jumps(zone, day, jump_utc):
-    spec = parse_cron("0 30 2 * * *", zone)  # 02:30 does not exist on that day
-    first, second = spec.next_times(2, local(zone, *day))
-    assert first == jump_utc  # 03:00 local, the end of the gap: not skipped, not shifted to 03:30
-    assert first.astimezone(ZoneInfo(zone)).strftime("%H:%M") == "03:00"
-    assert second == local(zone, day[0], day[1], day[2] + 1, 2, 30).astimezone(UTC)
-    # every 30 minutes: 02:00 and 02:30 collapse into the 03:00 tick, which fires once
-    halves = parse_cron("0 */30 * * * *", zone).next_times(4, local(zone, *day, 1, 0))
-    assert [t.astimezone(ZoneInfo(zone)).strftime("%H:%M") for t in halves] == ["01:30", "03:00", "03:30", "04:00"]
-
-
-@pytest.mark.parametrize(
-    ("zone", "day", "repeated_hour"),
-    [(BERLIN, (2026, 10, 25), 2), (NEW_YORK, (2026, 11, 1), 1)],
-)
-def test_fall_back_a_repeated_wall_time_fires_once_on_its_first_occurrence(zone, day, repeated_hour):
-    z = ZoneInfo(zone)
-    spec = parse_cron(f"0 30 {repeated_hour} * * *", zone)
-    times = spec.next_times(2, local(zone, *day))
-    # (compare in UTC: PEP 495 makes a repeated wall time unequal to every other zone's datetime)
-    summer = local(zone, *day, repeated_hour, 30, fold=0).astimezone(UTC)
-    winter = local(zone, *day, repeated_hour, 30, fold=1).astimezone(UTC)
-    assert winter - summer == timedelta(hours=1)
-    assert times[0] == summer  # the first occurrence only
-    assert times[1].date() == (times[0] + timedelta(days=1)).date()  # not again an hour later
-    # hourly: the repeated label fires once, so two real hours pass between those ticks
-    hourly = parse_cron("0 0 * * * *", zone).next_times(3, local(zone, *day, repeated_hour - 1, 30))
-    hours = [int(t.astimezone(z).strftime("%H")) for t in hourly]
-    assert hours == [repeated_hour, repeated_hour + 1, repeated_hour + 2]
-    assert hourly[1] - hourly[0] == timedelta(hours=2)  # slots are UTC instants, so this is real time
-
-
-def test_slots_are_instants_one_per_slot_across_a_whole_dst_day():
-    spec = parse_cron("0 */15 * * * *", BERLIN)
-    times = spec.next_times(24 * 4 + 8, local(BERLIN, 2026, 10, 25))
-    assert times == sorted(set(times))  # strictly increasing, no slot twice
-    # during the second pass of the repeated hour, 02:00 and 02:30 already fired (summer time)
-    second_pass = local(BERLIN, 2026, 10, 25, 2, 40, fold=1)
-    assert spec.local(spec.next_after(second_pass)).strftime("%H:%M %Z") == "03:00 CET"
-
-
 # ------------------------------------------------------------------ wire contract
 def test_msg_id_names_the_slot_in_rfc3339_utc():
-    slot = local(BERLIN, 2026, 11, 27, 20, 0)
+    slot = datetime(2026, 11, 27, 20, 0, tzinfo=ZoneInfo(BERLIN))
     assert tick_msg_id("end-of-day", slot) == "schedule.end-of-day@2026-11-27T19:00:00Z"
-    assert rfc3339(datetime(2026, 1, 1, 0, 0, 0, 250_000, tzinfo=UTC)) == "2026-01-01T00:00:00.250Z"
+    assert tick_msg_id("end-of-day", slot.astimezone(UTC)) == tick_msg_id("end-of-day", slot)  # an instant, not a label
 
 
 async def test_stream_creation_is_idempotent_and_race_safe(nats_server):
@@ -146,7 +51,7 @@ async def test_stream_creation_is_idempotent_and_race_safe(nats_server):
         info = await conns[0].jetstream().stream_info(SCHEDULE_STREAM)
         assert info.config.subjects == ["schedule.>"]
         assert info.config.allow_msg_schedules is True
-        assert info.config.duplicate_window >= 60
+        assert info.config.duplicate_window == 300  # five minutes: the notebook's table says so
     finally:
         for c in conns:
             await c.drain()
@@ -280,6 +185,86 @@ async def test_server_schedule_ticks_reach_consumers_but_not_core_subscribers(nc
     assert (await js.stream_info(SCHEDULE_STREAM)).state.last_seq == before  # the schedule is gone
     await ticks.stop()
 
+
+
+async def test_the_server_reads_six_fields_seconds_first_and_a_new_install_replaces_the_schedule(nc):
+    js = nc.jetstream()
+    ticks = TickConsumer(js, "sec")
+    await ticks.start()
+    try:
+        await install_server_schedule(js, "sec", "* * * * * *")
+        await ticks.next(timeout=3)
+        # seconds first: '*/2' in field one is every other second (seconds last it would be every second)
+        await install_server_schedule(js, "sec", "*/2 * * * * *")  # same subject: replaces, does not add
+        await asyncio.sleep(0.1)  # let a tick of the old schedule that was already on its way land first
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await ticks.next(timeout=0.05)
+        got = [await ticks.next(timeout=3) for _ in range(2)]
+        await remove_server_schedule(js, "sec")
+        stored = [t.stored_at for t in got]
+        assert all(t.second % 2 == 0 for t in stored), stored
+        assert round((stored[1] - stored[0]).total_seconds()) == 2  # no tick of the old every-second schedule between
+    finally:
+        await ticks.stop()
+
+
+async def test_the_server_strips_the_msg_id_of_a_schedule_from_its_ticks(nc):
+    js = nc.jetstream()
+    await ensure_schedule_stream(js)
+    ticks = TickConsumer(js, "msgid")
+    await ticks.start()
+    headers = {"Nats-Schedule": "* * * * * *", "Nats-Schedule-Target": "schedule.msgid", "Nats-Msg-Id": "sched-1"}
+    await js.publish("schedule._cron.msgid", b"{}", stream=SCHEDULE_STREAM, headers=headers)
+    tick = await ticks.next(timeout=3)
+    await remove_server_schedule(js, "msgid")
+    await ticks.stop()
+    raw = await js.get_msg(SCHEDULE_STREAM, tick.seq)
+    assert "Nats-Msg-Id" not in raw.headers and raw.headers["Nats-Scheduler"] == "schedule._cron.msgid"
+
+
+async def test_an_age_limit_on_the_stream_expires_the_schedule_itself(nc):
+    """Why ``SCHEDULE`` has no ``max_age``: the schedule is a message, and it ages out like one."""
+    js = nc.jetstream()
+    await js.add_stream(api.StreamConfig(name="AGED", subjects=["aged.>"], max_age=1.5, allow_msg_schedules=True))
+    headers = {"Nats-Schedule": "* * * * * *", "Nats-Schedule-Target": "aged.tick"}
+    await js.publish("aged.schedule", b"{}", stream="AGED", headers=headers)
+    await asyncio.sleep(3)  # the schedule message is older than max_age by now
+    before = (await js.stream_info("AGED")).state.last_seq
+    assert before >= 2  # it did fire while it lived
+    await asyncio.sleep(1.5)
+    assert (await js.stream_info("AGED")).state.last_seq == before  # and fires no more
+
+
+@pytest.mark.slow
+async def test_a_server_schedule_survives_a_restart_and_an_overdue_slot_fires_once(tmp_path):
+    srv = await NatsServer(name="test-restart", store_dir=tmp_path / "store").astart()
+    try:
+        nc = await srv.connect()
+        js = nc.jetstream()
+        await ensure_schedule_stream(js)
+        now = datetime.now(UTC)
+        s1, s2, s3 = ((now + timedelta(seconds=k)).second for k in (2, 4, 5))  # then nothing for ~55 s
+        ticks = TickConsumer(js, "restart", durable="probe")
+        await ticks.start()
+        await install_server_schedule(js, "restart", f"{s1},{s2},{s3} * * * * *")
+        first = await ticks.next(timeout=5)
+        assert first.stored_at.second == s1
+        await ticks.stop()
+        await nc.close()
+        await srv.astop()  # down while the slots s2 and s3 pass
+        await asyncio.sleep(max(0.0, (now + timedelta(seconds=6.5) - datetime.now(UTC)).total_seconds()))
+        await srv.astart()
+        nc = await srv.connect()
+        ticks = TickConsumer(nc.jetstream(), "restart", durable="probe")
+        after = [await ticks.next(timeout=3)]
+        with pytest.raises(TimeoutError):
+            after.append(await ticks.next(timeout=1.5))  # one catch-up tick for two missed slots, not a burst
+        await ticks.stop()
+        await nc.drain()
+        assert after[0].source == "server" and after[0].stored_at > first.stored_at + timedelta(seconds=4)
+    finally:
+        await srv.astop()
 
 async def test_async_iteration_ends_when_the_consumer_stops(nc):
     js = nc.jetstream()
