@@ -96,7 +96,8 @@ def check_config(config: str | os.PathLike[str]) -> tuple[bool, str]:
     return out.returncode == 0 and "is valid" in text, text
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def set_pdeathsig() -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux; call between fork and exec)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -224,7 +225,7 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},  # e.g. values for $VARIABLES in a config
                 cwd=str(self.cwd or (config_path(self.config).parent if self.config else self.run_dir)),
-                preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
+                preexec_fn=set_pdeathsig if sys.platform.startswith("linux") else None,
                 start_new_session=True,
             )
         finally:

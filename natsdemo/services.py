@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from natsdemo.server import _set_pdeathsig
+from natsdemo.server import set_pdeathsig
 
 
 def _new_log() -> Path:
@@ -71,7 +71,7 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
+                preexec_fn=set_pdeathsig if sys.platform.startswith("linux") else None,
                 start_new_session=True,
             )
         self.starts += 1

@@ -1,0 +1,239 @@
+"""natsdemo.drain in one process, against a real server: names, idempotent setup, coalesced ticks,
+failures and dead letters, graceful stop, and the CLI's one-shot modes and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from natsdemo.drain import (
+    Drainer,
+    DrainSettings,
+    dead_letters,
+    enqueue,
+    ensure_queue,
+    queue_names,
+    queue_state,
+)
+from natsdemo.errors import UsageError
+from natsdemo.ticks import publish_tick
+from tests.conftest import assert_one_line_error, run_cli
+
+FAST = DrainSettings(batch=50, ack_wait=5, max_deliver=3, nak_delay=0.05, max_nak_delay=0.2, fetch_timeout=0.3)
+
+
+async def wait_for(predicate, timeout: float = 15.0, every: float = 0.05):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+async def settled(js, name):
+    st = await queue_state(js, name)
+    return st if st["pending"] == 0 and st["ack_pending"] == 0 else None
+
+
+async def settled_acks(js):
+    st = await queue_state(js, "eod")
+    return st if st["ack_pending"] == 0 else None
+
+
+def test_names_derive_from_the_queue_name():
+    n = queue_names("end-of-day")
+    assert (n.stream, n.subjects, n.durable) == ("END_OF_DAY_QUEUE", "end-of-day-queue.>", "end-of-day")
+    assert (n.dead_stream, n.tick_subject) == ("END_OF_DAY_DEAD", "schedule.end-of-day")
+    assert n.dead_subject("end-of-day-queue.orders.7") == "end-of-day-dead.orders.7"
+    for bad in ("a.b", "", "x y", "eod>", "*"):
+        with pytest.raises(UsageError):
+            queue_names(bad)
+    with pytest.raises(UsageError, match="--batch"):
+        DrainSettings(batch=0).validate()
+
+
+async def test_setup_is_idempotent_and_updates_settings(nc):
+    js = nc.jetstream()
+    first = await ensure_queue(js, "eod", FAST)
+    again = await ensure_queue(js, "eod", FAST)
+    assert first.config.ack_wait == again.config.ack_wait == 5
+    assert str(getattr(first.config.ack_policy, "value", first.config.ack_policy)) == "explicit"
+    changed = await ensure_queue(js, "eod", DrainSettings(ack_wait=7, max_deliver=4))
+    assert (changed.config.ack_wait, changed.config.max_deliver) == (7, 4)
+    assert len(await js.consumers_info("EOD_QUEUE")) == 1
+    retention = (await js.stream_info("EOD_QUEUE")).config.retention
+    assert str(getattr(retention, "value", retention)) == "workqueue"
+
+
+async def test_ticks_during_a_drain_coalesce_into_one_follow_up(nc):
+    js = nc.jetstream()
+    active, most = 0, 0
+
+    async def slow(msg):
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.002)
+        active -= 1
+
+    d = await Drainer(js, "eod", slow, FAST).start()
+    try:
+        await enqueue(js, "eod", 600)
+        await publish_tick(js, "eod")
+        await wait_for(lambda: d.draining)
+        slot = datetime.now(UTC)
+        for i in range(3):  # three more ticks (three different slots) while draining
+            await publish_tick(js, "eod", scheduled_at=slot.replace(year=slot.year + 1 + i))
+        await wait_for(lambda: d.metrics.drains >= 2 and not d.draining)
+        await asyncio.sleep(0.3)
+        assert d.metrics.ticks == 4
+        assert d.metrics.drains == 2, d.metrics  # one drain + one follow-up, not four
+        assert d.metrics.coalesced >= 3
+        assert most == 1  # never two drains at once in one worker
+        assert d.metrics.items == 600
+        assert await settled(js, "eod")
+    finally:
+        await d.stop()
+
+
+async def test_a_duplicate_tick_drains_once(nc):
+    js = nc.jetstream()
+    d = await Drainer(js, "eod", lambda m: None, FAST).start()
+    try:
+        slot = datetime.now(UTC)
+        a = await publish_tick(js, "eod", scheduled_at=slot)
+        b = await publish_tick(js, "eod", scheduled_at=slot)  # a second ticker, same slot
+        assert b.duplicate and b.seq == a.seq
+        await wait_for(lambda: d.metrics.drains == 1 and not d.draining)
+        await asyncio.sleep(0.5)
+        assert d.metrics.ticks == 1
+    finally:
+        await d.stop()
+
+
+async def test_poison_item_goes_to_dead_letters_and_the_rest_drains(nc):
+    js = nc.jetstream()
+    done: list[bytes] = []
+    attempts = 0
+
+    def handler(msg):
+        nonlocal attempts
+        if b"poison" in msg.data:
+            attempts += 1
+            raise ValueError("cannot parse this item")
+        done.append(msg.data)
+
+    terminated = await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>")
+    d = await Drainer(js, "eod", handler, FAST).start()
+    try:
+        await enqueue(js, "eod", 100)
+        await js.publish("eod-queue.orders.7", b'{"id": "poison"}')
+        await enqueue(js, "eod", 100, start=100)
+        await publish_tick(js, "eod")
+        await wait_for(lambda: settled(js, "eod"))
+        assert len(done) == 200 and attempts == 3
+        [dead] = await dead_letters(js, "eod")
+        assert dead["subject"] == "eod-queue.orders.7"
+        assert dead["deliveries"] == 3 and dead["stream_seq"] == 101
+        assert dead["reason"] == "ValueError: cannot parse this item"
+        assert json.loads(dead["data"]) == {"id": "poison"}
+        assert d.metrics.dead_lettered == 1 and d.metrics.failures == 3 and d.metrics.redeliveries == 2
+        assert (await queue_state(js, "eod"))["stored"] == 0  # terminated, so gone from the work queue
+        adv = json.loads((await terminated.next_msg(timeout=2)).data)
+        assert adv["stream_seq"] == 101 and "cannot parse" in adv.get("reason", "")
+    finally:
+        await d.stop()
+
+
+async def test_graceful_stop_naks_the_rest_of_the_batch(nc):
+    js = nc.jetstream()
+    count = 0
+
+    async def slow(msg):
+        nonlocal count
+        await asyncio.sleep(0.01)
+        count += 1
+
+    settings = DrainSettings(batch=200, ack_wait=60, fetch_timeout=0.3)
+    d = await Drainer(js, "eod", slow, settings, listen_for_ticks=False).start()
+    await enqueue(js, "eod", 1000)
+    d.request_drain()
+    await wait_for(lambda: count >= 20)
+    await d.stop()
+    first = count
+    assert d.metrics.items == first and d.metrics.last.ended == "stopped"
+    # the unfinished rest of the batch was nak'd: a second worker gets it at once, not after ack_wait (60 s)
+    d2 = await Drainer(js, "eod", lambda m: None, settings, listen_for_ticks=False).start()
+    try:
+        report = await asyncio.wait_for(d2.drain_once(), timeout=10)
+    finally:
+        await d2.stop()
+    assert first + report.items == 1000
+    assert 0 < report.redeliveries <= 2 * 200 - first  # this batch and the prefetched one
+    assert await settled(js, "eod")
+
+
+def test_cli_rejects_bad_input_before_connecting():
+    bad = [
+        (["--name", "a.b"], "not subject-safe"),
+        (["--batch", "0"], "--batch"),
+        (["--fail-rate", "2"], "--fail-rate"),
+        (["--ack-wait", "0"], "--ack-wait"),
+    ]
+    for args, fragment in bad:
+        proc = run_cli("drain", *args, "--server", "nats://127.0.0.1:1", timeout=20)
+        assert proc.returncode == 2
+        assert_one_line_error(proc, "natsdemo drain: error:", fragment)
+
+
+async def test_cli_enqueue_then_drain_once_with_a_poison_item(nats_server, nc, tmp_path):
+    url, log = nats_server.url, tmp_path / "processed.log"
+    proc = run_cli("drain", "--name", "cli-q", "--server", url, "--enqueue", "300", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "enqueued 300 items on cli-q-queue.item" in proc.stdout
+    await nc.jetstream().publish("cli-q-queue.bad", b'{"id": "poison-1"}')
+    proc = await asyncio.to_thread(
+        run_cli, "drain", "--name", "cli-q", "--server", url, "--once", "--worker", "w1", "--fail-match", "poison",
+        "--max-deliver", "2", "--nak-delay", "0.05", "--processed-log", str(log), timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "w1: drained 300 items" in proc.stdout and "1 dead-lettered; empty" in proc.stdout, proc.stdout
+    assert len(log.read_text().splitlines()) == 300
+    [dead] = await dead_letters(nc.jetstream(), "cli-q")
+    assert dead["subject"] == "cli-q-queue.bad" and "poison item" in dead["reason"] and dead["worker"] == "w1"
+
+
+def test_bench_drain_quick_runs_all_three_contenders(tmp_path):
+    out = run_cli("bench", "drain", "--quick", "--json", str(tmp_path / "b.json"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    figures = {f["name"]: f["value"] for f in json.loads((tmp_path / "b.json").read_text())["figures"]}
+    for name in ("Drainer", "hand-tuned fetch+ack loop", "seed's Fetch(10) loop", "Drainer / hand-tuned"):
+        assert figures[name] > 0, figures
+
+
+async def test_slow_batches_are_kept_alive_with_in_progress(nc):
+    js = nc.jetstream()
+    seen: list[bytes] = []
+
+    async def slow(msg):
+        await asyncio.sleep(0.1)
+        seen.append(msg.data)
+
+    # a batch of 10 takes ~1 s and the prefetched one waits as long: both outlive ack_wait (1 s)
+    settings = DrainSettings(batch=10, ack_wait=1, fetch_timeout=0.3)
+    d = await Drainer(js, "eod", slow, settings, listen_for_ticks=False).start()
+    try:
+        await enqueue(js, "eod", 30)
+        report = await asyncio.wait_for(d.drain_once(), timeout=20)
+    finally:
+        await d.stop()
+    assert report.items == 30 and report.redeliveries == 0
+    assert len(seen) == len(set(seen)) == 30

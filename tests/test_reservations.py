@@ -1,0 +1,220 @@
+"""Reservation timeouts: publisher helpers, the timer service, the duplicate_window pitfall, the CLI.
+
+The crash/restart runs with 1,000 reservations are in test_reservations_chaos.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import nats.js.errors
+import pytest
+from nats.js.api import StreamConfig
+
+from natsdemo import reservations as R
+from natsdemo.errors import UsageError
+from natsdemo.timers import Scheduler
+from tests.conftest import assert_one_line_error, run_cli
+
+
+async def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_ids_are_checked():
+    assert R.check_id("r-1_A") == "r-1_A"
+    for bad in ("", "a.b", "a b", "x" * 65, "é", "*", ">"):
+        with pytest.raises(UsageError, match="bad reservation id"):
+            R.check_id(bad)
+    with pytest.raises(UsageError, match="bad timeout"):
+        R.check_timeout(0)
+    assert R.iso(1_700_000_000_000_000_001) == "2023-11-14T22:13:20.001Z"  # rounded up, never early
+
+
+async def test_scheduler_fires_in_deadline_order_never_early_and_cancels():
+    fired: list[tuple[str, float, float]] = []
+
+    async def fire(key, token, deadline):
+        fired.append((key, deadline, time.time()))
+
+    s = Scheduler(fire)
+    now = time.time()
+    s.add("late", now + 0.30, 1)
+    s.add("early", now + 0.10, 2)
+    s.add("gone", now + 0.05, 3)
+    s.add("overdue", now - 5.0, 4)  # a deadline passed while we were down: fires at once
+    assert s.cancel("gone") and not s.cancel("gone")
+    s.start()
+    await asyncio.sleep(0.5)
+    await s.stop()
+    assert [k for k, _, _ in fired] == ["overdue", "early", "late"]
+    assert all(at >= deadline for _, deadline, at in fired)
+    assert len(s) == 0
+
+
+async def test_late_purchase_is_refused_client_side(nc):
+    js = nc.jetstream()
+    svc = R.TimeoutService(js, name="t")
+    await svc.start()
+    try:
+        await R.reserve(js, "late-1", timeout=0.3)
+        await R.reserve(js, "paid-1", timeout=0.3)
+        assert await R.purchase(js, "paid-1") > 0
+        with pytest.raises(R.AlreadyPurchasedError):
+            await R.purchase(js, "paid-1")
+        await wait_for(lambda: _last_type(js, "late-1", R.TIMED_OUT))
+        with pytest.raises(R.LatePurchaseError, match="too late"):
+            await R.purchase(js, "late-1")
+        with pytest.raises(R.UnknownReservationError, match="reserve it first"):
+            await R.purchase(js, "never-reserved")
+        with pytest.raises(R.DuplicateReservationError):
+            await R.reserve(js, "late-1")
+        with pytest.raises(UsageError):
+            await R.reserve(js, "bad.id")
+        await asyncio.sleep(0.4)
+        types = {ev.id: [e.type for e in await R.read_events(js) if e.id == ev.id] for ev in await R.read_events(js)}
+        assert types == {"late-1": [R.RESERVED, R.TIMED_OUT], "paid-1": [R.RESERVED, R.PURCHASED]}
+    finally:
+        await svc.stop()
+
+
+async def test_a_purchase_racing_its_timeout_has_exactly_one_winner(nc):
+    js = nc.jetstream()
+    svc = R.TimeoutService(js, name="t")
+    await svc.start()
+
+    async def buy_near_deadline(rid: str, offset: float) -> bool:
+        reserved_at = time.time()
+        await R.reserve(js, rid, timeout=0.5)
+        await asyncio.sleep(max(0.0, reserved_at + 0.5 + offset - time.time()))
+        try:
+            await R.purchase(js, rid)
+            return True
+        except R.LatePurchaseError:
+            return False
+
+    try:
+        ids = [f"race-{i}" for i in range(60)]
+        offsets = [(i % 13 - 6) * 0.004 for i in range(60)]  # -24 ms .. +24 ms around the deadline
+        won = dict(zip(ids, await asyncio.gather(*map(buy_near_deadline, ids, offsets)), strict=True))
+        await asyncio.sleep(0.3)
+        events = await R.read_events(js)
+        for rid in ids:
+            kinds = [e.type for e in events if e.id == rid]
+            assert kinds == [R.RESERVED, R.PURCHASED if won[rid] else R.TIMED_OUT], (rid, kinds)
+    finally:
+        await svc.stop()
+
+
+async def _last_type(js, rid: str, kind: str) -> bool:
+    msg = await js.get_msg(R.STREAM, subject=R.subject(rid))
+    return json.loads(msg.data)["type"] == kind
+
+
+async def test_server_side_timer_and_late_purchase(nc):
+    js = nc.jetstream()
+    await R.ensure_stream(js)
+    res = await R.reserve(js, "srv-1", timeout=0.5, server_side=True)
+    await R.reserve(js, "srv-2", timeout=0.5, server_side=True)
+    await R.purchase(js, "srv-2")  # cancels srv-2's @at in the same write
+    await wait_for(lambda: _last_type(js, "srv-1", R.TIMED_OUT))
+    with pytest.raises(R.LatePurchaseError):
+        await R.purchase(js, "srv-1")
+    await asyncio.sleep(0.6)
+    events = await R.read_events(js)
+    by_id = {rid: [e for e in events if e.id == rid] for rid in ("srv-1", "srv-2")}
+    assert [e.type for e in by_id["srv-2"]] == [R.RESERVED, R.PURCHASED]
+    reserved, timeout = by_id["srv-1"]
+    assert timeout.type == R.TIMED_OUT and timeout.headers["Nats-Scheduler"] == "schedules.reservation.srv-1"
+    assert "Nats-Msg-Id" not in timeout.headers  # stripped from scheduled messages: dedupe by id
+    assert timeout.ts_ns >= reserved.ts_ns + 0.5e9 and timeout.ts_ns >= res.deadline_ns
+
+
+async def test_bad_events_are_logged_and_skipped(nc, caplog):
+    js = nc.jetstream()
+    svc = R.TimeoutService(js, name="t")
+    await svc.start()
+    try:
+        await js.publish("events.reservation.x1", b"{not json")
+        await js.publish("events.reservation.x2", b'{"type": "tickets-refunded", "id": "x2"}')
+        await js.publish("events.reservation.bad.id", b'{"type": "tickets-reserved", "id": "bad.id"}')
+        await js.publish("events.reservation.x3", b'{"type": "tickets-reserved", "id": "other"}')
+        await js.publish("events.reservation.x4", b'{"type": "tickets-reserved", "id": "x4", "timeout": -1}')
+        await R.reserve(js, "ok-1", timeout=0.2)
+        await wait_for(lambda: _last_type(js, "ok-1", R.TIMED_OUT))
+        assert svc.stats["skipped"] == 5
+        assert svc.stats["stored"] == 1
+        assert "skipping seq 1 on events.reservation.x1: not JSON" in caplog.text
+    finally:
+        await svc.stop()
+
+
+async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
+    js = nc.jetstream()
+    first = R.TimeoutService(js, name="first")
+    await first.start()
+    await R.reserve(js, "done-1", timeout=0.1)
+    await wait_for(lambda: _last_type(js, "done-1", R.TIMED_OUT))
+    await R.reserve(js, "open-1", timeout=0.6)
+    await first.stop()  # the only instance goes away before open-1's deadline
+    await asyncio.sleep(1.0)
+    second = R.TimeoutService(js, name="second")
+    await second.start()
+    try:
+        await wait_for(lambda: _last_type(js, "open-1", R.TIMED_OUT))
+        events = {(e.id, e.type): e for e in await R.read_events(js)}
+        reserved, fired = events[("open-1", R.RESERVED)], events[("open-1", R.TIMED_OUT)]
+        late_ms = (fired.ts_ns - reserved.ts_ns - 0.6e9) / 1e6
+        assert 0 <= late_ms < 1500  # fired when the replay caught up, not 0.6 s after the restart
+        assert second.stats["replayed"] == 3 and second.stats["stored"] == 1 and second.stats["refused"] == 0
+    finally:
+        await second.stop()
+
+
+async def test_duplicate_window_pitfall_and_core_subscribers(nc):
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="DEDUP", subjects=["dedup.>"], duplicate_window=1.0))
+    core: list[bytes] = []
+
+    async def on_core(msg):
+        core.append(msg.data)
+
+    await nc.subscribe("dedup.>", cb=on_core)
+    hdr = {"Nats-Msg-Id": "r1-reservation-timeout"}
+    first = await js.publish("dedup.r1", b"timeout", headers=hdr)
+    again = await js.publish("dedup.r1", b"timeout", headers=hdr)
+    assert again.duplicate and again.seq == first.seq
+    await asyncio.sleep(1.3)  # past the duplicate window: the same msg id is stored again
+    later = await js.publish("dedup.r1", b"timeout", headers=hdr)
+    assert not later.duplicate and later.seq == first.seq + 1
+    guarded = {**hdr, "Nats-Expected-Last-Subject-Sequence": str(first.seq)}
+    with pytest.raises(nats.js.errors.BadRequestError) as refused:
+        await js.publish("dedup.r1", b"timeout", headers=guarded)
+    assert refused.value.err_code == R.WRONG_LAST_SEQUENCE
+    await nc.flush()
+    await asyncio.sleep(0.2)  # core callbacks run on their own task
+    assert len(core) == 4  # a core subscriber saw all four, even the de-duplicated and the refused one
+    assert (await js.stream_info("DEDUP")).state.messages == 2
+
+
+def test_cli_rejects_bad_timeout_in_one_line():
+    proc = run_cli("reservations", "--timeout", "-3", timeout=30)
+    assert_one_line_error(proc, "natsdemo reservations: error: bad timeout")
+    assert proc.returncode == 2
+
+
+@pytest.mark.slow
+def test_bench_timers_quick():
+    proc = run_cli("bench", "timers", "--quick", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    figures = ("RSS ratio scheduler / baseline", "start-up replay rate", "fire lateness p99", "@at fire lateness p99")
+    for figure in figures:
+        assert figure in proc.stdout
+    assert "n/a" not in proc.stdout  # every figure was measured
