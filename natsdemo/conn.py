@@ -207,3 +207,13 @@ async def publish_acked(
         f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
         f"(are most cluster nodes down?); {hint}"
     )
+
+
+def replicas_for(js: Any, wanted: int = 3) -> int:
+    """:func:`default_replicas` for the connection behind a JetStream context.
+
+    Every ``ensure_*`` function of the workbook uses it, so the same service creates R1 streams on
+    the workbook's single server and R3 streams on a 3-node cluster.
+    """
+    nc = getattr(js, "_nc", None)  # nats-py keeps the connection on the context
+    return default_replicas(nc, wanted) if nc is not None else 1

@@ -204,8 +204,11 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
 
     Defined in notebooks/03_tick_triggered_drain.ipynb
     """
+    from natsdemo.conn import replicas_for
+
     names = queue_names(name)
     settings = (settings or DrainSettings()).validate()
+    replicas = replicas_for(js)  # 3 on a cluster, 1 on a single server
     await _ensure_stream(
         js,
         api.StreamConfig(
@@ -213,6 +216,7 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
             subjects=[names.subjects],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
+            num_replicas=replicas,
         ),
     )
     await _ensure_stream(
@@ -223,6 +227,7 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             max_age=30 * 24 * 3600.0,
+            num_replicas=replicas,
         ),
     )
     wanted = consumer_config(names, settings)

@@ -15,16 +15,14 @@ First writer wins, forever: the timeout and the purchase are both published with
 ``Nats-Expected-Last-Subject-Sequence`` set to the reservation event's sequence, so whichever
 lands second is refused by the server, long after ``duplicate_window`` has passed.
 
-The client-side service is :class:`TimeoutService`; its single scheduler is :mod:`natsdemo.timers`.
+The client-side service is :class:`natsdemo.reservation_service.TimeoutService` (``python -m natsdemo
+reservations``); its single scheduler is :mod:`natsdemo.timers`.
 
 Defined in notebooks/04_reservation_timeouts.ipynb
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import collections
 import contextlib
 import datetime as dt
 import json
@@ -38,8 +36,8 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
+from natsdemo.conn import publish_acked, replicas_for
 from natsdemo.errors import UsageError
-from natsdemo.timers import Scheduler
 
 log = logging.getLogger("natsdemo.reservations")
 
@@ -189,10 +187,13 @@ def parse_event(subj: str, data: bytes, seq: int, ts_ns: int) -> Event:
     return Event(body["type"], rid, seq, ts_ns, body)
 
 
-async def ensure_stream(js: Any, *, storage: StorageType = StorageType.FILE, duplicate_window: float = 120.0) -> Any:
+async def ensure_stream(
+    js: Any, *, storage: StorageType = StorageType.FILE, duplicate_window: float = 120.0, replicas: int | None = None
+) -> Any:
     """Create the ``RESERVATIONS`` stream if missing (idempotent, safe to race) and return its info.
 
     ``allow_msg_schedules`` is on so both variants share one stream (it cannot be turned off later).
+    ``replicas=None`` means 3 on a cluster, 1 on a single server.
 
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
@@ -202,6 +203,7 @@ async def ensure_stream(js: Any, *, storage: StorageType = StorageType.FILE, dup
         storage=storage,
         duplicate_window=duplicate_window,
         allow_msg_schedules=True,
+        num_replicas=replicas or replicas_for(js),
     )
     try:
         return await js.stream_info(STREAM)
@@ -254,21 +256,29 @@ class Reservation:
     deadline_ns: int | None = None  # known for server-side timers (their @at)
 
 
-async def reserve(js: Any, rid: str, timeout: float = DEFAULT_TIMEOUT, *, server_side: bool = False) -> Reservation:
+async def reserve(
+    js: Any, rid: str, timeout: float = DEFAULT_TIMEOUT, *, server_side: bool = False, retry_for: float = 10.0
+) -> Reservation:
     """Publish ``tickets-reserved`` for a new id; with ``server_side`` also an ``@at`` schedule.
 
     The reservation event expects the subject to be empty, so an id can be reserved once only
     (:class:`DuplicateReservationError`). The server-side variant reads the event's stream timestamp
-    back and schedules the timeout at timestamp + timeout, rounded up to the millisecond.
+    back and schedules the timeout at timestamp + timeout, rounded up to the millisecond. Without a
+    stream leader (most cluster nodes down) it retries for ``retry_for`` seconds, then raises
+    :class:`natsdemo.errors.Unavailable`: never a reservation that was not acknowledged.
 
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
     check_id(rid)
     timeout = check_timeout(timeout)
     body = {"type": RESERVED, "id": rid, "timeout": timeout, "timer": "server" if server_side else "client"}
-    try:
-        ack = await js.publish(
-            subject(rid), json.dumps(body).encode(), headers={"Nats-Expected-Last-Subject-Sequence": "0"}
+    try:  # publish_acked rides out a leader election and raises Unavailable rather than guess
+        ack = await publish_acked(
+            js,
+            subject(rid),
+            json.dumps(body).encode(),
+            headers={"Nats-Expected-Last-Subject-Sequence": "0"},
+            retry_for=retry_for,
         )
     except nats.js.errors.BadRequestError as exc:
         if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -281,9 +291,11 @@ async def reserve(js: Any, rid: str, timeout: float = DEFAULT_TIMEOUT, *, server
     ts_ns = (stored.time - EPOCH) // dt.timedelta(microseconds=1) * 1000 + 1000
     deadline_ns = ts_ns + round(timeout * 1e9)
     fire = {"type": TIMED_OUT, "id": rid, "deadline": iso(deadline_ns), "by": "server"}
-    await js.publish(
+    await publish_acked(
+        js,
         f"{SCHEDULES}.{rid}",
         json.dumps(fire).encode(),
+        retry_for=retry_for,
         headers={
             "Nats-Schedule": f"@at {iso(deadline_ns)}",
             "Nats-Schedule-Target": subject(rid),
@@ -316,7 +328,7 @@ def _refusal(rid: str, kind: str) -> ReservationError:
     return ReservationError(f"reservation {rid!r} cannot be purchased (last event: {kind})")
 
 
-async def purchase(js: Any, rid: str) -> int:
+async def purchase(js: Any, rid: str, *, retry_for: float = 10.0) -> int:
     """Publish ``tickets-purchased`` if the reservation is still open; returns its sequence.
 
     The purchase expects the reservation event to be the subject's last message: if a timeout
@@ -336,198 +348,10 @@ async def purchase(js: Any, rid: str) -> int:
         "Nats-Scheduler": f"{SCHEDULES}.{rid}",
     }
     try:
-        ack = await js.publish(subject(rid), json.dumps({"type": PURCHASED, "id": rid}).encode(), headers=headers)
+        body = json.dumps({"type": PURCHASED, "id": rid}).encode()
+        ack = await publish_acked(js, subject(rid), body, headers=headers, retry_for=retry_for)
     except nats.js.errors.BadRequestError as exc:
         if exc.err_code != WRONG_LAST_SEQUENCE:
             raise
         raise _refusal(rid, (await _last(js, rid))[1]) from None
     return ack.seq
-
-
-# ------------------------------------------------------------------------------ timer service
-class TimeoutService:
-    """The client-side timer service: one :class:`~natsdemo.timers.Scheduler` for every reservation.
-
-    On :meth:`start` it replays ``events.reservation.>`` from the first message through an ordered
-    consumer (which then keeps delivering live events), so every timer is rebuilt with its absolute
-    deadline: a restarted instance fires overdue timeouts at once instead of restarting them.
-    Timers start firing once the replay has caught up. Every timeout is published with the msg id
-    and ``Nats-Expected-Last-Subject-Sequence``, so any number of instances store one timeout per
-    reservation, and none after a purchase. Bad events are logged and skipped.
-
-    Defined in notebooks/04_reservation_timeouts.ipynb
-    """
-
-    def __init__(
-        self,
-        js: Any,
-        *,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        name: str = "reservations",
-        scheduler: type = Scheduler,
-        publish_timeout: float = 5.0,
-        max_in_flight: int = 256,
-    ) -> None:
-        self.js = js
-        self.default_timeout = check_timeout(default_timeout)
-        self.name = name
-        self.publish_timeout = publish_timeout
-        self.timers = scheduler(self._fire, max_in_flight=max_in_flight)
-        self.stats = dict.fromkeys(("replayed", "events", "stored", "refused", "duplicate", "retried", "skipped"), 0)
-        self.lateness: collections.deque[float] = collections.deque(maxlen=200_000)  # seconds, at fire time
-        self.caught_up = asyncio.Event()
-        self.replay_seconds: float | None = None
-        self._sub: Any = None
-        self._t0 = 0.0
-        self._retry_deadline: dict[str, float] = {}
-
-    async def start(self, wait: bool = True) -> None:
-        """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
-        await ensure_stream(self.js)
-        self._t0 = time.perf_counter()
-        self._sub = await self.js.subscribe(
-            f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1
-        )
-        info = await self._sub.consumer_info()
-        if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # nothing to replay
-            self._caught_up()
-        if wait:
-            await self.caught_up.wait()
-
-    def _caught_up(self) -> None:
-        if not self.caught_up.is_set():
-            self.replay_seconds = time.perf_counter() - self._t0
-            self.caught_up.set()
-            self.timers.start()
-
-    async def stop(self) -> None:
-        """Stop consuming and firing; timeouts already being published finish (bounded)."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-        await self.timers.stop()
-
-    async def _on_msg(self, msg: Any) -> None:
-        seq, ts_ns, pending = js_meta(msg.reply)
-        self.stats["events"] += 1
-        try:
-            self.apply(parse_event(msg.subject, msg.data, seq, ts_ns))
-        except ValueError as exc:
-            self.stats["skipped"] += 1
-            log.warning("%s: skipping seq %d on %s: %s", self.name, seq, msg.subject, exc)
-        if not self.caught_up.is_set():
-            self.stats["replayed"] += 1
-            if pending == 0:
-                self._caught_up()
-
-    def apply(self, ev: Event) -> None:
-        """Update the timers for one event (raises ``ValueError`` for a bad timeout)."""
-        if ev.type == RESERVED:
-            if ev.body.get("timer") == "server":
-                return  # the server holds this one (an @at schedule)
-            try:
-                timeout = check_timeout(ev.body.get("timeout", self.default_timeout))
-            except UsageError as exc:
-                raise ValueError(str(exc)) from None
-            self.timers.add(ev.id, ev.ts_ns / 1e9 + timeout, ev.seq)
-        else:
-            self.timers.cancel(ev.id)
-
-    async def _fire(self, rid: str, seq: int, deadline: float) -> None:
-        deadline = self._retry_deadline.pop(rid, deadline)
-        late = time.time() - deadline
-        self.lateness.append(late)
-        body = {"type": TIMED_OUT, "id": rid, "deadline": iso(int(deadline * 1e9)), "by": self.name}
-        headers = {"Nats-Msg-Id": timeout_msg_id(rid), "Nats-Expected-Last-Subject-Sequence": str(seq)}
-        try:
-            ack = await self.js.publish(
-                subject(rid), json.dumps(body).encode(), headers=headers, timeout=self.publish_timeout
-            )
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
-                self.stats["skipped"] += 1
-                log.warning("%s: timeout %s refused: %s", self.name, rid, exc)
-                return
-            self.stats["refused"] += 1
-            log.info("%s: timeout %s already decided (a purchase or another instance came first)", self.name, rid)
-            return
-        except (nats.errors.Error, OSError, TimeoutError) as exc:  # server away: try again shortly
-            self.stats["retried"] += 1
-            self._retry_deadline[rid] = deadline
-            log.warning("%s: timeout %s not published (%s); retrying in 1 s", self.name, rid, type(exc).__name__)
-            self.timers.add(rid, time.time() + 1.0, seq)
-            return
-        if ack.duplicate:
-            self.stats["duplicate"] += 1
-            log.info("%s: timeout %s de-duplicated by msg id", self.name, rid)
-        else:
-            self.stats["stored"] += 1
-            log.info("%s: timeout %s stored as seq %d, %.1f ms after its deadline", self.name, rid, ack.seq, late * 1e3)
-
-    def summary(self) -> str:
-        s = self.stats
-        return (
-            f"{s['stored']} timeouts stored, {s['refused'] + s['duplicate']} already decided, "
-            f"{s['skipped']} bad events skipped, {len(self.timers)} pending"
-        )
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    from natsdemo.conn import add_connection_arguments
-
-    parser.add_argument(
-        "--timeout",
-        default=str(DEFAULT_TIMEOUT),
-        help="seconds, for tickets-reserved events that carry no timeout (default 600)",
-    )
-    parser.add_argument("--name", default=None, help="instance name in logs and timeout events (default: host-pid)")
-    parser.add_argument("--quiet", action="store_true", help="log problems only, not every timeout")
-    add_connection_arguments(parser)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    import os
-    import socket
-
-    timeout = check_timeout(args.timeout)  # before connecting
-    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    if not ID_RE.fullmatch(name):
-        raise UsageError(f"bad --name {name!r}: use letters, digits, '_' and '-'")
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
-    return asyncio.run(_serve(args, timeout, name))
-
-
-async def _serve(args: argparse.Namespace, timeout: float, name: str) -> int:
-    from natsdemo.cli import stop_event
-    from natsdemo.conn import connect_from_args
-
-    stop = stop_event()
-    nc = await connect_from_args(args, f"reservations-{name}")
-    service = TimeoutService(nc.jetstream(), default_timeout=timeout, name=name)
-    try:
-        starting = asyncio.ensure_future(service.start())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            starting.result()  # raises if the start failed
-            print(
-                f"reservations: {name} watching {EVENTS}.> in stream {STREAM}: replayed "
-                f"{service.stats['replayed']} events, {len(service.timers)} pending (default timeout {timeout:g} s)",
-                flush=True,
-            )
-        await stopping
-        starting.cancel()
-    finally:
-        # bounded: a service whose server is gone must still exit on SIGTERM
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(service.stop(), 5)
-        try:
-            await asyncio.wait_for(nc.drain(), 5)
-        except Exception:  # fall back to closing
-            await nc.close()
-    print(f"reservations: {name} stopped ({service.summary()})", flush=True)
-    return 0

@@ -510,6 +510,16 @@ class _AdoptedProcess:
         return 0
 
 
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited; a zombie counts (its parent, not us, must reap it)."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _stop_entry(entry: dict[str, Any]) -> bool:
     """Stop the server an entry names (if it is still that process); True if one was stopped."""
     stopped = False
@@ -518,9 +528,7 @@ def _stop_entry(entry: dict[str, Any]) -> bool:
         proc = psutil.Process(pid)
         if "nats-server" in " ".join(proc.cmdline()):
             proc.terminate()
-            try:
-                proc.wait(10)
-            except psutil.TimeoutExpired:
+            if not _wait_gone(pid, 10):
                 proc.kill()
             stopped = True
     run_dir = entry.get("run_dir")

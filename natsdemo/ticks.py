@@ -104,16 +104,20 @@ def tick_msg_id(name: str, scheduled_at: datetime) -> str:
 
 
 # ===================================================================== the stream
-async def ensure_schedule_stream(js: Any, *, replicas: int = 1) -> None:
+async def ensure_schedule_stream(js: Any, *, replicas: int | None = None) -> None:
     """Create stream ``SCHEDULE`` (``schedule.>``, message schedules allowed) if it is missing.
 
     Idempotent and safe when several processes race to create it: the loser of the race finds the
     winner's stream. An existing stream without ``allow_msg_schedules`` is updated to allow them
     (the flag can be switched on later, never off). No age limit: an age limit would also expire
-    the server-side schedule messages that live in this stream.
+    the server-side schedule messages that live in this stream. ``replicas=None`` means 3 on a
+    cluster, 1 on a single server (:func:`natsdemo.conn.replicas_for`).
 
     Defined in notebooks/02_cron_ticks.ipynb
     """
+    from natsdemo.conn import replicas_for
+
+    replicas = replicas or replicas_for(js)
     config = api.StreamConfig(
         name=SCHEDULE_STREAM,
         subjects=[f"{SUBJECT_PREFIX}>"],

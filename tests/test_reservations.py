@@ -14,6 +14,7 @@ from nats.js.api import StreamConfig
 
 from natsdemo import reservations as R
 from natsdemo.errors import UsageError
+from natsdemo.reservation_service import TimeoutService
 from natsdemo.timers import Scheduler
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -61,7 +62,7 @@ async def test_scheduler_fires_in_deadline_order_never_early_and_cancels():
 
 async def test_late_purchase_is_refused_client_side(nc):
     js = nc.jetstream()
-    svc = R.TimeoutService(js, name="t")
+    svc = TimeoutService(js, name="t")
     await svc.start()
     try:
         await R.reserve(js, "late-1", timeout=0.3)
@@ -87,7 +88,7 @@ async def test_late_purchase_is_refused_client_side(nc):
 
 async def test_a_purchase_racing_its_timeout_has_exactly_one_winner(nc):
     js = nc.jetstream()
-    svc = R.TimeoutService(js, name="t")
+    svc = TimeoutService(js, name="t")
     await svc.start()
 
     async def buy_near_deadline(rid: str, offset: float) -> bool:
@@ -139,7 +140,7 @@ async def test_server_side_timer_and_late_purchase(nc):
 
 async def test_bad_events_are_logged_and_skipped(nc, caplog):
     js = nc.jetstream()
-    svc = R.TimeoutService(js, name="t")
+    svc = TimeoutService(js, name="t")
     await svc.start()
     try:
         await js.publish("events.reservation.x1", b"{not json")
@@ -158,14 +159,14 @@ async def test_bad_events_are_logged_and_skipped(nc, caplog):
 
 async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
     js = nc.jetstream()
-    first = R.TimeoutService(js, name="first")
+    first = TimeoutService(js, name="first")
     await first.start()
     await R.reserve(js, "done-1", timeout=0.1)
     await wait_for(lambda: _last_type(js, "done-1", R.TIMED_OUT))
     await R.reserve(js, "open-1", timeout=0.6)
     await first.stop()  # the only instance goes away before open-1's deadline
     await asyncio.sleep(1.0)
-    second = R.TimeoutService(js, name="second")
+    second = TimeoutService(js, name="second")
     await second.start()
     try:
         await wait_for(lambda: _last_type(js, "open-1", R.TIMED_OUT))

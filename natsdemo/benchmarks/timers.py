@@ -29,6 +29,7 @@ import psutil
 
 from natsdemo import reservations as R
 from natsdemo.bench import Figure, percentile
+from natsdemo.reservation_service import TimeoutService
 from natsdemo.server import NatsServer
 
 
@@ -70,7 +71,7 @@ async def _child_main(kind: str, url: str) -> dict[str, float]:
     gc.collect()
     proc = psutil.Process()
     idle = proc.memory_info().rss
-    svc = R.TimeoutService(nc.jetstream(), scheduler=Scheduler if kind == "scheduler" else TaskPerTimer)
+    svc = TimeoutService(nc.jetstream(), scheduler=Scheduler if kind == "scheduler" else TaskPerTimer)
     await svc.start()
     await asyncio.sleep(0.5)  # let the tasks of the baseline reach their sleep
     gc.collect()
