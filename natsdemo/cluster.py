@@ -43,7 +43,8 @@ class LocalCluster:
     """``nodes`` nats-server processes (n1, n2, ...) routed to each other over mutual TLS.
 
     ``certs`` is the certificates folder (made or refreshed with :func:`natsdemo.pki.ensure_certs`);
-    ``store`` keeps each node's JetStream data in ``store/<node>`` (a temporary folder by default).
+    ``store`` keeps each node's JetStream data in ``store/<node>`` (a temporary folder by default);
+    ``replaces`` stops an earlier cluster first (a re-run notebook cell).
 
     Defined in notebooks/05_production.ipynb
     """
@@ -52,12 +53,16 @@ class LocalCluster:
     certs: str | os.PathLike[str] = "certs"
     store: str | os.PathLike[str] | None = None
     ready_timeout: float = 30.0
+    replaces: LocalCluster | None = field(default=None, repr=False)
     servers: dict[str, TlsServer] = field(default_factory=dict, init=False)
     _tmp: object | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 9:
             raise UsageError(f"--nodes must be between 1 and 9 (got {self.nodes}); 3 is the usual size")
+        if self.replaces is not None:  # re-running a notebook cell: stop the previous cluster first
+            self.replaces.stop()
+            self.replaces = None
 
     # ------------------------------------------------------------------ addresses
     @property

@@ -162,13 +162,17 @@ async def publish_acked(
     headers: dict[str, str] | None = None,
     timeout: float = 2.0,
     retry_for: float = 15.0,
+    idempotent: bool | None = None,
 ) -> Any:
     """``js.publish`` that rides out a stream leader election, and never reports a false ack.
 
     * "no responders" means no stream took the message (no leader, or no server): nothing was
       stored, so retrying is always safe;
-    * a timeout is ambiguous (the stream may have stored it): it is retried only when the publish
-      carries ``Nats-Msg-Id``, because then the stream de-duplicates the retry;
+    * a timeout is ambiguous (the stream may have stored it): it is retried only when a retry
+      cannot store a second copy, that is with ``Nats-Msg-Id`` (the stream de-duplicates it) or
+      when the caller says so with ``idempotent=True`` (for example a publish guarded by
+      ``Nats-Expected-Last-Subject-Sequence``, which the stream refuses once the first copy landed:
+      the caller must then read back whether that copy was its own);
     * "duplicate message id is in process" (10158) means an earlier try is still being replicated:
       waiting and retrying returns its acknowledgement (marked duplicate).
 
@@ -179,7 +183,8 @@ async def publish_acked(
 
     from natsdemo.errors import Unavailable
 
-    idempotent = bool(headers and headers.get("Nats-Msg-Id"))
+    if idempotent is None:
+        idempotent = bool(headers and headers.get("Nats-Msg-Id"))
     deadline = asyncio.get_running_loop().time() + retry_for
     delay = 0.1
     while True:
@@ -217,3 +222,29 @@ def replicas_for(js: Any, wanted: int = 3) -> int:
     """
     nc = getattr(js, "_nc", None)  # nats-py keeps the connection on the context
     return default_replicas(nc, wanted) if nc is not None else 1
+
+
+async def retrying(what: str, make: Any, *, retry_for: float = 30.0) -> Any:
+    """Await ``make()`` until it succeeds, retrying JetStream API calls that failed *transiently*.
+
+    A service starting next to a cluster that is still electing leaders (or on a busy machine)
+    sees API timeouts, "no responders" and 503 "JetStream temporarily unavailable". Those are
+    retried with backoff for ``retry_for`` seconds; anything else (a bad config, a permission
+    error) is raised at once. ``make`` is a zero-argument callable returning a new awaitable.
+    """
+    import nats.errors
+    import nats.js.errors
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    delay = 0.2
+    while True:
+        try:
+            return await make()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+                nats.js.errors.ServiceUnavailableError, TimeoutError) as exc:
+            if loop.time() + delay > deadline:
+                raise ConnectionError(f"{what}: JetStream did not answer for {retry_for:.0f} s ({exc!r})") from exc
+            log.info("%s: %r, retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -24,11 +24,12 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
+from natsdemo.conn import retrying
 from natsdemo.errors import UsageError
+from natsdemo.names import check_token
 from natsdemo.reservations import (
     DEFAULT_TIMEOUT,
     EVENTS,
-    ID_RE,
     RESERVED,
     STREAM,
     TIMED_OUT,
@@ -85,12 +86,15 @@ class TimeoutService:
 
     async def start(self, wait: bool = True) -> None:
         """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
-        await ensure_stream(self.js)
+        await retrying("creating stream RESERVATIONS", lambda: ensure_stream(self.js))  # cluster may be electing
         self._t0 = time.perf_counter()
-        self._sub = await self.js.subscribe(
-            f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1
+        self._sub = await retrying(
+            "subscribing to the reservation events",
+            lambda: self.js.subscribe(
+                f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1
+            ),
         )
-        info = await self._sub.consumer_info()
+        info = await retrying("reading the replay position", self._sub.consumer_info)
         if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # nothing to replay
             self._caught_up()
         if wait:
@@ -195,8 +199,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     timeout = check_timeout(args.timeout)  # before connecting
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    if not ID_RE.fullmatch(name):
-        raise UsageError(f"bad --name {name!r}: use letters, digits, '_' and '-'")
+    check_token(name, "--name", 64, "--name i1")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )

@@ -30,6 +30,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from natsdemo.conn import publish_acked, replicas_for
 from natsdemo.errors import UsageError
+from natsdemo.names import check_token, is_token
 
 log = logging.getLogger("natsdemo.reservations")
 
@@ -46,7 +48,7 @@ EVENTS = "events.reservation"
 SCHEDULES = "schedules.reservation"
 RESERVED, PURCHASED, TIMED_OUT = "tickets-reserved", "tickets-purchased", "reservation-timeout"
 TYPES = (RESERVED, PURCHASED, TIMED_OUT)
-ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the wire contract; checked by natsdemo.names.check_token
 DEFAULT_TIMEOUT = 600.0  # the seed's 10 minutes
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 WRONG_LAST_SEQUENCE = 10071  # server error code for a failed Nats-Expected-Last-Subject-Sequence
@@ -90,14 +92,11 @@ class DuplicateReservationError(ReservationError):
 def check_id(rid: str) -> str:
     """Return ``rid`` if it is a valid reservation id, else raise :class:`UsageError`.
 
+    The id becomes one token of the subject ``events.reservation.<id>``.
+
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
-    if not isinstance(rid, str) or not ID_RE.fullmatch(rid):
-        raise UsageError(
-            f"bad reservation id {rid!r}: use 1-64 characters from A-Z, a-z, 0-9, '_' and '-' "
-            "(it becomes one token of the subject events.reservation.<id>)"
-        )
-    return rid
+    return check_token(rid, "reservation id", 64, "r-42")
 
 
 def check_timeout(seconds: float) -> float:
@@ -172,7 +171,7 @@ def parse_event(subj: str, data: bytes, seq: int, ts_ns: int) -> Event:
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
     rid = subj[len(EVENTS) + 1 :]
-    if not ID_RE.fullmatch(rid):
+    if not is_token(rid):
         raise ValueError(f"bad id in subject {subj!r}")
     try:
         body = json.loads(data)
@@ -271,22 +270,29 @@ async def reserve(
     """
     check_id(rid)
     timeout = check_timeout(timeout)
+    request = uuid.uuid4().hex  # tells our own earlier attempt apart from somebody else's reservation
     body = {"type": RESERVED, "id": rid, "timeout": timeout, "timer": "server" if server_side else "client"}
-    try:  # publish_acked rides out a leader election and raises Unavailable rather than guess
+    body["request"] = request
+    try:  # rides out a leader election; the guard makes a retry unable to store a second copy
         ack = await publish_acked(
             js,
             subject(rid),
             json.dumps(body).encode(),
             headers={"Nats-Expected-Last-Subject-Sequence": "0"},
             retry_for=retry_for,
+            idempotent=True,
         )
+        seq = ack.seq
     except nats.js.errors.BadRequestError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
+        if exc.err_code != WRONG_LAST_SEQUENCE:
+            raise
+        mine = await _ours(js, rid, request)  # a retry after a timeout: did our first attempt land?
+        if mine is None:
             raise DuplicateReservationError(f"reservation id {rid!r} was used before: pick a new id") from None
-        raise
+        seq = mine
     if not server_side:
-        return Reservation(rid, ack.seq, timeout)
-    stored = await js.get_msg(STREAM, ack.seq)
+        return Reservation(rid, seq, timeout)
+    stored = await js.get_msg(STREAM, seq)
     # the API reports the timestamp in microseconds: round up, so the @at is never early
     ts_ns = (stored.time - EPOCH) // dt.timedelta(microseconds=1) * 1000 + 1000
     deadline_ns = ts_ns + round(timeout * 1e9)
@@ -302,7 +308,7 @@ async def reserve(
             "Nats-Msg-Id": timeout_msg_id(rid),  # the server strips it from the message it produces
         },
     )
-    return Reservation(rid, ack.seq, timeout, deadline_ns)
+    return Reservation(rid, seq, timeout, deadline_ns)
 
 
 async def _last(js: Any, rid: str) -> tuple[int, str]:
@@ -315,6 +321,15 @@ async def _last(js: Any, rid: str) -> tuple[int, str]:
     except ValueError:
         kind = "?"
     return msg.seq, kind
+
+
+async def _ours(js: Any, rid: str, request: str) -> int | None:
+    """The sequence of the subject's last event if it carries our ``request`` nonce, else None."""
+    try:
+        msg = await js.get_msg(STREAM, subject=subject(rid))
+        return msg.seq if json.loads(msg.data or b"{}").get("request") == request else None
+    except (nats.js.errors.NotFoundError, ValueError):
+        return None
 
 
 def _refusal(rid: str, kind: str) -> ReservationError:
@@ -347,11 +362,15 @@ async def purchase(js: Any, rid: str, *, retry_for: float = 10.0) -> int:
         "Nats-Schedule-Next": "purge",
         "Nats-Scheduler": f"{SCHEDULES}.{rid}",
     }
+    request = uuid.uuid4().hex
+    body = json.dumps({"type": PURCHASED, "id": rid, "request": request}).encode()
     try:
-        body = json.dumps({"type": PURCHASED, "id": rid}).encode()
-        ack = await publish_acked(js, subject(rid), body, headers=headers, retry_for=retry_for)
+        ack = await publish_acked(js, subject(rid), body, headers=headers, retry_for=retry_for, idempotent=True)
     except nats.js.errors.BadRequestError as exc:
         if exc.err_code != WRONG_LAST_SEQUENCE:
             raise
+        mine = await _ours(js, rid, request)  # a retry after a timeout: did our first attempt land?
+        if mine is not None:
+            return mine
         raise _refusal(rid, (await _last(js, rid))[1]) from None
     return ack.seq

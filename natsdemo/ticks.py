@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from natsdemo.conn import add_connection_arguments, connect_from_args
+from natsdemo.conn import add_connection_arguments, connect_from_args, retrying
 from natsdemo.cron import (  # all but now_utc are re-exported (see __all__): they used to live here
     CRON_NAMES,
     CronSpec,
@@ -49,6 +48,7 @@ from natsdemo.cron import (  # all but now_utc are re-exported (see __all__): th
     wall_to_instant,
 )
 from natsdemo.errors import UsageError
+from natsdemo.names import check_token
 
 __all__ = [  # the NATS side, defined here
     "CATCH_UP", "DUPLICATE_WINDOW", "MAX_TICKS_PER_SUBJECT", "SCHEDULE_STREAM", "SERVER_SCHEDULE_PREFIX",
@@ -68,7 +68,6 @@ SUBJECT_PREFIX = "schedule."
 SERVER_SCHEDULE_PREFIX = "schedule._cron."  # where server-side cron schedules live (3 tokens, not a tick)
 DUPLICATE_WINDOW = 300.0  # seconds: covers replica skew and a "latest missed slot" catch-up
 MAX_TICKS_PER_SUBJECT = 100_000  # bounds growth without an age limit that could expire a schedule
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 # ===================================================================== names and times
@@ -77,12 +76,7 @@ def validate_name(name: str) -> str:
 
     Defined in notebooks/02_cron_ticks.ipynb
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise UsageError(
-            f"schedule name {name!r} is not subject-safe: use 1-64 letters, digits, '-' or '_' "
-            "(no dots, spaces or wildcards), e.g. end-of-day"
-        )
-    return name
+    return check_token(name, "schedule name", 64, "end-of-day")
 
 
 def tick_subject(name: str) -> str:
@@ -298,9 +292,7 @@ class TickConsumer:
         self.js = js
         self.name = validate_name(name)
         self.subject = tick_subject(name)
-        if durable is not None and not _NAME_RE.match(durable):
-            raise UsageError(f"durable name {durable!r} must be letters, digits, '-' or '_'")
-        self.durable = durable
+        self.durable = None if durable is None else check_token(durable, "durable name", 64, "worker-1")
         self._sub: Any = None
         self._stopped = False
 
@@ -309,7 +301,7 @@ class TickConsumer:
         self._stopped = False
         if self._sub is not None:
             return
-        await ensure_schedule_stream(self.js)
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js))
         if self.durable is None:
             self._sub = await self.js.subscribe(
                 self.subject,
@@ -495,7 +487,7 @@ class Ticker:
     async def run(self, stop: asyncio.Event | None = None, *, max_ticks: int | None = None) -> None:
         """Tick until ``stop`` is set (or ``max_ticks`` slots were handled)."""
         stop = stop or asyncio.Event()
-        await ensure_schedule_stream(self.js)
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js))
         now = self.clock()
         if self.catch_up == "latest":
             last = await self.last_stored_slot()
@@ -619,7 +611,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ticker = Ticker(
             js, args.name, args.cron, args.tz, catch_up=args.catch_up, on_fire=None if args.quiet else _print_fired
         )
-        await ensure_schedule_stream(js)
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(js))
         nxt = ticker.spec.next_after(now_utc())
         print(
             f"ticking {tick_subject(args.name)} cron {ticker.spec.fields!r} tz {args.tz} "
