@@ -33,13 +33,13 @@ from natsdemo.reservations import (
     RESERVED,
     STREAM,
     TIMED_OUT,
-    WRONG_LAST_SEQUENCE,
     Event,
     check_timeout,
     ensure_stream,
     iso,
     js_meta,
     parse_event,
+    refused_by_guard,
     subject,
     timeout_msg_id,
 )
@@ -151,7 +151,7 @@ class TimeoutService:
                 subject(rid), json.dumps(body).encode(), headers=headers, timeout=self.publish_timeout
             )
         except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if not refused_by_guard(exc):
                 self.stats["skipped"] += 1
                 log.warning("%s: timeout %s refused: %s", self.name, rid, exc)
                 return

@@ -52,6 +52,16 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the wire contract; checked by nats
 DEFAULT_TIMEOUT = 600.0  # the seed's 10 minutes
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 WRONG_LAST_SEQUENCE = 10071  # server error code for a failed Nats-Expected-Last-Subject-Sequence
+# measured on 2.15.1: a clustered (R3) stream may answer the same refusal with 10164 instead
+WRONG_LAST_SEQUENCE_CODES = frozenset({WRONG_LAST_SEQUENCE, 10164})
+
+
+def refused_by_guard(exc: Exception) -> bool:
+    """True if the server refused a publish because its expected last subject sequence was wrong.
+
+    Defined in notebooks/04_reservation_timeouts.ipynb
+    """
+    return getattr(exc, "err_code", None) in WRONG_LAST_SEQUENCE_CODES
 
 
 class ReservationError(RuntimeError):
@@ -284,7 +294,7 @@ async def reserve(
         )
         seq = ack.seq
     except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != WRONG_LAST_SEQUENCE:
+        if not refused_by_guard(exc):
             raise
         mine = await _ours(js, rid, request)  # a retry after a timeout: did our first attempt land?
         if mine is None:
@@ -367,7 +377,7 @@ async def purchase(js: Any, rid: str, *, retry_for: float = 10.0) -> int:
     try:
         ack = await publish_acked(js, subject(rid), body, headers=headers, retry_for=retry_for, idempotent=True)
     except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != WRONG_LAST_SEQUENCE:
+        if not refused_by_guard(exc):
             raise
         mine = await _ours(js, rid, request)  # a retry after a timeout: did our first attempt land?
         if mine is not None:
