@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import ipywidgets as W
 import nats.js.errors
 
 from natsdemo.drain import Drainer, DrainSettings, enqueue, queue_names, queue_state
+from natsdemo.services import ServiceProcess
 from natsdemo.ticks import publish_tick
 from natsdemo.widgets import LivePlot, Panel, Series, button
 
@@ -37,30 +37,21 @@ def _workers(n: int) -> str:
     return f"{n} worker" if n == 1 else f"{n} workers"
 
 
-async def start_cli_worker(url: str, name: str, worker: str, log: str, *flags: str) -> asyncio.subprocess.Process:
+async def start_cli_worker(url: str, name: str, worker: str, log: str, *flags: str) -> ServiceProcess:
     """Start ``python -m natsdemo drain`` as a separate process and wait for its ready line.
 
-    The child gets SIGTERM if this kernel dies (``PR_SET_PDEATHSIG``), so it never outlives it.
+    The child gets SIGTERM if this kernel dies (``PR_SET_PDEATHSIG``), so it never outlives it;
+    its output goes to ``.log_path``. ``kill()`` is a crash, ``stop()`` a graceful shutdown.
 
     Defined in notebooks/03_tick_triggered_drain.ipynb
     """
-    from natsdemo.server import set_pdeathsig
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "natsdemo", "drain", "--name", name, "--server", url, "--worker", worker,
-        "--processed-log", log, *flags,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=set_pdeathsig,
-    )
+    args = ["drain", "--name", name, "--server", url, "--worker", worker, "--processed-log", log, *flags]
+    proc = ServiceProcess(f"drain worker {worker}", args, ready=r"^draining ").start()
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=20)  # type: ignore[union-attr]
-    except TimeoutError:
+        return await proc.await_ready(timeout=20)
+    except BaseException:
         proc.kill()
         raise
-    if not line.startswith(b"draining"):
-        proc.kill()
-        err = await proc.stderr.read()  # type: ignore[union-attr]
-        raise RuntimeError(f"worker {worker} did not start: {(line + err).decode(errors='replace').strip()}")
-    return proc
 
 
 def read_processed_log(path: str | Path) -> list[tuple[str, int, int]]:

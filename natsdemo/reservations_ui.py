@@ -11,9 +11,8 @@ Defined in notebooks/04_reservation_timeouts.ipynb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from natsdemo import reservations as R
-from natsdemo.server import set_pdeathsig  # the instances die with the kernel, like its servers
+from natsdemo.services import ServiceProcess  # the instances die with the kernel, like its servers
 from natsdemo.widgets import LivePlot
 
 COLOURS = {"pending": "tab:blue", "purchased": "tab:green", "timed out": "tab:red"}
 
 
 class Instances:
-    """Timer-service processes for one server; each logs to its own file.
+    """Timer-service processes for one server, one :class:`natsdemo.services.ServiceProcess` each.
 
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
@@ -38,40 +37,28 @@ class Instances:
         self.url = url
         self.default_timeout = default_timeout
         self.dir = Path(tempfile.mkdtemp(prefix="natsdemo-reservations-"))
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._offsets: dict[str, int] = {}
+        self.procs: dict[str, ServiceProcess] = {}
 
     def start(self, name: str) -> str:
-        """Start (or restart) the instance called ``name``."""
-        old = self.procs.get(name)
-        if old is not None and old.poll() is None:
-            return name
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        self._offsets[name] = log.tell()
-        try:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "natsdemo", "reservations", "--server", self.url,
-                 "--name", name, "--timeout", str(self.default_timeout)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=set_pdeathsig if sys.platform.startswith("linux") else None,
-            )
-        finally:
-            log.close()
+        """Start (or restart) the instance called ``name``; a running one is left alone."""
+        if name not in self.procs:
+            args = ["reservations", "--server", self.url, "--name", name, "--timeout", str(self.default_timeout)]
+            self.procs[name] = ServiceProcess(name, args, ready=r" watching ", log_path=self.dir / f"{name}.log")
+        self.procs[name].start()
         return name
 
     def scale(self, n: int) -> list[str]:
         """Run exactly instances ``i1`` .. ``in`` (extra ones get SIGTERM); returns their names."""
         for name, proc in self.procs.items():
-            if int(name[1:]) > n and proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+            if int(name[1:]) > n:
+                proc.stop(10)
         return [self.start(f"i{k}") for k in range(1, n + 1)]
 
     def alive(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is None]
+        return [n for n, p in self.procs.items() if p.running()]
 
     def crashed(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is not None]
+        return [n for n, p in self.procs.items() if not p.running()]
 
     def crash(self, name: str | None = None) -> str:
         """SIGKILL an instance (the first one alive by default): no shutdown code runs."""
@@ -80,7 +67,6 @@ class Instances:
             raise RuntimeError("no instance is running: restart one first")
         name = name or alive[0]
         self.procs[name].kill()
-        self.procs[name].wait(5)
         return name
 
     def restart(self) -> str:
@@ -91,21 +77,11 @@ class Instances:
         return self.start(crashed[0])
 
     def log(self, name: str) -> str:
-        p = self.dir / f"{name}.log"
-        return p.read_text(errors="replace") if p.exists() else ""
+        return self.procs[name].log_text() if name in self.procs else ""
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until every running instance printed its ready line since its latest start."""
-        import asyncio
-
-        deadline = time.monotonic() + timeout
-        while True:
-            waiting = [n for n in self.alive() if "watching" not in self.log(n)[self._offsets.get(n, 0) :]]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"instances not ready after {timeout} s: {waiting}")
-            await asyncio.sleep(0.1)
+        await asyncio.gather(*(self.procs[n].await_ready(timeout) for n in self.alive()))
 
     def count(self, text: str) -> int:
         """How many log lines of all instances contain ``text``."""
@@ -116,15 +92,9 @@ class Instances:
         return self.count("already decided") + self.count("de-duplicated by msg id")
 
     def stop(self) -> None:
-        """SIGTERM every instance (they shut down gracefully), SIGKILL stragglers."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        """SIGTERM every instance (they shut down gracefully), SIGKILL stragglers after 10 s."""
+        for proc in self.procs.values():
+            proc.stop(10)
 
 
 @dataclass

@@ -53,8 +53,8 @@ def test_names_derive_from_the_queue_name():
     assert (n.stream, n.subjects, n.durable) == ("END_OF_DAY_QUEUE", "end-of-day-queue.>", "end-of-day")
     assert (n.dead_stream, n.tick_subject) == ("END_OF_DAY_DEAD", "schedule.end-of-day")
     assert n.dead_subject("end-of-day-queue.orders.7") == "end-of-day-dead.orders.7"
-    for bad in ("a.b", "", "x y", "eod>", "*"):
-        with pytest.raises(UsageError):
+    for bad in ("a.b", "", "x y", "eod>", "*", "eod\n", "x" * 49):  # "eod\n" slipped past a "^...$" regex
+        with pytest.raises(UsageError, match="is not subject-safe"):
             queue_names(bad)
     with pytest.raises(UsageError, match="--batch"):
         DrainSettings(batch=0).validate()

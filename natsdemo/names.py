@@ -1,0 +1,45 @@
+"""Names that become one subject token: a schedule, a queue, a reservation id, a durable.
+
+NATS splits subjects on ``.`` and gives ``*`` and ``>`` a meaning, and a space ends a subject in the
+protocol, so a name that lands inside a subject is checked before it is used: letters, digits,
+``-`` and ``_`` only (ASCII), never empty, and short enough for the stream and consumer names
+derived from it.
+
+Defined in notebooks/00_start_here.ipynb
+"""
+
+from __future__ import annotations
+
+import re
+
+from natsdemo.errors import UsageError
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def is_token(value: object, max_len: int = 64) -> bool:
+    """True if ``value`` is a string of 1 to ``max_len`` letters, digits, ``-`` or ``_``.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+    return isinstance(value, str) and len(value) <= max_len and _TOKEN.fullmatch(value) is not None
+
+
+def check_token(value: object, what: str, max_len: int = 64, example: str = "end-of-day") -> str:
+    """Return ``value`` if it is one subject token (:func:`is_token`), else raise :class:`UsageError`.
+
+    ``what`` names the value in the message (``"queue name"``, ``"--name"``), ``example`` shows a
+    good one: ``check_token("a.b", "queue name", 48, "--name end-of-day")`` raises
+    ``queue name 'a.b' is not subject-safe: use 1-48 letters, digits, '-' or '_' ...``.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+    if not is_token(value, max_len):
+        raise UsageError(
+            f"{what} {value!r} is not subject-safe: use 1-{max_len} letters, digits, '-' or '_' "
+            f"(no dots, spaces or wildcards), e.g. {example}"
+        )
+    return value  # type: ignore[return-value]
+
+
+__all__ = ["check_token", "is_token"]
