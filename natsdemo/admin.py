@@ -85,7 +85,7 @@ def run_reset(args: argparse.Namespace) -> int:
     stopped = reset(keep_owned_by_live=args.keep_live)
     print(
         f"stopped {len(stopped)} workbook server(s){': ' + ', '.join(map(str, stopped)) if stopped else ''}; "
-        f"cleared {state_dir() / 'run'}"
+        f"cleared server stores and service logs in {state_dir()}"
     )
     return 0
 

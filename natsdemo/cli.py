@@ -16,6 +16,7 @@ import os
 import signal
 import ssl
 import sys
+import threading
 from collections.abc import Sequence
 
 from natsdemo.errors import UsageError
@@ -105,13 +106,30 @@ def explain(exc: BaseException, server: str | None = None) -> str:
     return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
-def stop_event() -> asyncio.Event:
+def stop_event(grace: float = 30.0) -> asyncio.Event:
     """An event set on SIGINT or SIGTERM, for services that shut down gracefully.
 
-    Call it from inside the running loop (``asyncio.run``).
+    Call it from inside the running loop (``asyncio.run``). The graceful shutdown gets ``grace``
+    seconds: if something hangs (a library task that ignores cancellation), the process exits
+    anyway, and a second signal exits at once. A service never outlives a stop request.
     """
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if event.is_set():
+            print("second stop signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        event.set()
+        timer = threading.Timer(grace, _exit_after_grace, args=(grace,))
+        timer.daemon = True  # a clean exit does not wait for it
+        timer.start()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, event.set)
+        loop.add_signal_handler(sig, on_signal)
     return event
+
+
+def _exit_after_grace(grace: float) -> None:
+    print(f"graceful shutdown took longer than {grace:g} s: exiting", file=sys.stderr, flush=True)
+    os._exit(1)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from natsdemo import reservations as R
-from natsdemo.services import ServiceProcess  # the instances die with the kernel, like its servers
+from natsdemo.services import ServiceProcess, stop_all  # the instances die with the kernel, like its servers
 from natsdemo.widgets import LivePlot
 
 COLOURS = {"pending": "tab:blue", "purchased": "tab:green", "timed out": "tab:red"}
@@ -93,8 +93,7 @@ class Instances:
 
     def stop(self) -> None:
         """SIGTERM every instance (they shut down gracefully), SIGKILL stragglers after 10 s."""
-        for proc in self.procs.values():
-            proc.stop(10)
+        stop_all(self.procs, timeout=10)
 
 
 @dataclass

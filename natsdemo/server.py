@@ -561,7 +561,7 @@ def reset(keep_owned_by_live: bool = False) -> list[int]:
             continue
         if _stop_entry(entry):
             stopped.append(entry["pid"])
-    run_root = state_dir() / "run"
-    if run_root.exists() and not keep_owned_by_live:
-        shutil.rmtree(run_root, ignore_errors=True)
+    if not keep_owned_by_live:
+        for folder in ("run", "services"):  # server stores and logs, service logs
+            shutil.rmtree(state_dir() / folder, ignore_errors=True)
     return stopped

@@ -21,11 +21,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from natsdemo.server import set_pdeathsig
+from natsdemo.server import set_pdeathsig, state_dir
 
 
 def _new_log() -> Path:
-    fd, path = tempfile.mkstemp(prefix="natsdemo-svc-", suffix=".log")
+    """A log file in the workbook's state folder (``python -m natsdemo reset`` clears it)."""
+    folder = state_dir() / "services"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="svc-", suffix=".log", dir=folder)
     os.close(fd)
     return Path(path)
 
@@ -121,9 +124,32 @@ class ServiceProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    async def astop(self, timeout: float = 20.0) -> int | None:
+        """:meth:`stop` without blocking the event loop."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        return self.stop(timeout=1)
+
     def restart(self) -> ServiceProcess:
         self.stop()
         return self.start()
 
     def remove_log(self) -> None:
         self.log_path.unlink(missing_ok=True)
+
+
+def stop_all(
+    services: list[ServiceProcess] | dict[str, ServiceProcess], timeout: float = 20.0
+) -> dict[str, int | None]:
+    """SIGTERM every running service first, then wait for each: they shut down in parallel.
+
+    Defined in notebooks/05_production.ipynb
+    """
+    procs = list(services.values()) if isinstance(services, dict) else list(services)
+    for svc in procs:
+        if svc.running():
+            svc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    return {svc.name: svc.stop(timeout) for svc in procs}

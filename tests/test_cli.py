@@ -158,3 +158,36 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "natsdemo"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "reservations" in out.stdout
+
+
+_HANGS_ON_SHUTDOWN = """
+import asyncio
+from natsdemo.cli import stop_event
+
+async def main():
+    stop = stop_event(grace={grace})
+    print("ready", flush=True)
+    await stop.wait()
+    await asyncio.Event().wait()  # a shutdown that never finishes
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("signals", "code"), [(1, 1), (2, 130)])
+def test_a_service_never_outlives_a_stop_request(signals: int, code: int):
+    """A hanging graceful shutdown ends after the grace period; a second signal ends it at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HANGS_ON_SHUTDOWN.format(grace=1.5 if signals == 1 else 60)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for _ in range(signals):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+        assert proc.wait(10) == code
+        assert ("exiting now" if signals == 2 else "longer than 1.5 s") in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()

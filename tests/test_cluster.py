@@ -17,7 +17,7 @@ import pytest
 from natsdemo.cluster import LocalCluster
 from natsdemo.conn import connect, default_replicas, publish_acked
 from natsdemo.errors import Unavailable
-from natsdemo.services import ServiceProcess
+from natsdemo.services import ServiceProcess, stop_all
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
@@ -204,7 +204,7 @@ async def test_services_keep_their_invariants_when_a_node_is_killed(tmp_path: Pa
     finally:
         if nc is not None:
             await nc.close()
-        codes = {n: s.stop() for n, s in services.items()}
+        codes = stop_all(services)
         cluster.stop()
         for s in services.values():
             s.remove_log()
