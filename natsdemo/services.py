@@ -111,12 +111,16 @@ class ServiceProcess:
             self.proc.kill()  # type: ignore[union-attr]
             self.proc.wait(10)  # type: ignore[union-attr]
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM and wait for the graceful shutdown; SIGKILL if it takes longer than ``timeout``."""
+    def stop(self, timeout: float = 20.0, *, signal_first: bool = True) -> int | None:
+        """SIGTERM and wait for the graceful shutdown; SIGKILL if it takes longer than ``timeout``.
+
+        Only one SIGTERM is ever sent: a second one tells a natsdemo service to exit at once.
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if signal_first:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -131,7 +135,7 @@ class ServiceProcess:
             deadline = time.monotonic() + timeout
             while self.proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        return self.stop(timeout=1)
+        return self.stop(timeout=1, signal_first=False)
 
     def restart(self) -> ServiceProcess:
         self.stop()
@@ -152,4 +156,4 @@ def stop_all(
     for svc in procs:
         if svc.running():
             svc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    return {svc.name: svc.stop(timeout) for svc in procs}
+    return {svc.name: svc.stop(timeout, signal_first=False) for svc in procs}
