@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -28,14 +27,9 @@ from pathlib import Path
 
 from natsdemo.errors import UsageError
 from natsdemo.pki import TlsServer, ensure_certs
+from natsdemo.server import free_ports
 
 CONFIG = "cluster-tls.conf"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -98,7 +92,7 @@ class LocalCluster:
         else:
             store = Path(self.store).resolve()
         names = [f"n{i + 1}" for i in range(self.nodes)]
-        route_ports = {n: _free_port() for n in names}
+        route_ports = dict(zip(names, free_ports(len(names)), strict=True))
         for n in names:
             routes = ",".join(f"nats://127.0.0.1:{route_ports[o]}" for o in names if o != n)
             args = ["--cluster", f"nats://127.0.0.1:{route_ports[n]}", "--cluster_name", "natsdemo"]

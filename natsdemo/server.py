@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -257,28 +258,27 @@ class NatsServer:
         self.stop()
         return ServerStartError(f"nats-server was not ready after {self.start_timeout:.0f} s:\n{_fatal_lines(text)}")
 
-    def start(self) -> NatsServer:
-        """Start and block until the server reports ready (or raise :class:`ServerStartError`)."""
-        if self.running():
-            return self
+    def _starting(self):
+        """Spawn, then yield until the log says ready (raising on exit or timeout)."""
         self._spawn()
         deadline = time.monotonic() + self.start_timeout
         while not self._poll_ready():
             if time.monotonic() > deadline:
                 raise self._timeout()
-            time.sleep(0.005)
+            yield
+
+    def start(self) -> NatsServer:
+        """Start and block until the server reports ready (or raise :class:`ServerStartError`)."""
+        if not self.running():
+            for _ in self._starting():
+                time.sleep(0.005)
         return self
 
     async def astart(self) -> NatsServer:
         """Like :meth:`start`, but waits without blocking the event loop."""
-        if self.running():
-            return self
-        self._spawn()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._poll_ready():
-            if time.monotonic() > deadline:
-                raise self._timeout()
-            await asyncio.sleep(0.005)
+        if not self.running():
+            for _ in self._starting():
+                await asyncio.sleep(0.005)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -387,6 +387,21 @@ class ExternalServer:
 
     def varz(self) -> dict[str, Any]:
         return monitor_json(self, "varz")
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """Ports the OS just handed out (bound to 0, then released), for listeners that cannot take -1
+    (cluster routes, a browser test's JupyterLab). Another process could grab one in between, so
+    use them at once.
+    """
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def monitor_json(server: NatsServer | ExternalServer, endpoint: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import datetime as dt
 import html
 import logging
 import shutil
-import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,21 +46,6 @@ CLIENTS: dict[str, str | None] = {
     "alice, no EKU at all": "lab/no_eku_client",
 }
 HOSTS = ["127.0.0.1", "localhost", "nats.example.test (not in SAN)"]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` ports the OS just handed out (bound to port 0, then released), for listeners without ``-1``.
-
-    Defined in notebooks/01_tls_self_signed_ca.ipynb
-    """
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def workbook_certs_dir() -> Path:

@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from natsdemo.server import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -38,17 +39,11 @@ CHROMIUM_ARGS = [
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory: pytest.TempPathFactory):
     """JupyterLab on a free loopback port, stopped (with its kernels) after the module."""
     assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium"
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_ports(1)[0], secrets.token_hex(16)
     home = tmp_path_factory.mktemp("jupyter-home")
     # render every cell (JupyterLab 4 otherwise only renders the cells in view)
     tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from natsdemo import pki, tls
-from natsdemo.server import ServerStartError, monitor_json
+from natsdemo.server import ServerStartError, free_ports, monitor_json
 
 TLS_CONFIGS = [
     "tls.conf", "tls-verify.conf", "tls-verify-and-map.conf", "tls-handshake-first.conf", "tls-min-1.3.conf",
@@ -75,18 +74,6 @@ def ctx(base: Path, ca: str | None = "good/ca.pem", client: str | None = None, *
     if client:
         cert, key = base / f"{client}.pem", base / f"{client}-key.pem"
     return tls.client_context(base / ca if ca else None, cert, key, **kw)  # type: ignore[arg-type]
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the OS just handed out (bound to 0, then released) for listeners that cannot take -1."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def until(check, timeout: float = 10.0, every: float = 0.05):
