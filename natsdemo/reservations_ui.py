@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from natsdemo import reservations as R
-from natsdemo.services import ServiceProcess, stop_all  # the instances die with the kernel, like its servers
+from natsdemo.services import ServiceProcess, stop_all, work_dir  # the instances die with the kernel, like its servers
 from natsdemo.widgets import LivePlot
 
 COLOURS = {"pending": "tab:blue", "purchased": "tab:green", "timed out": "tab:red"}
@@ -36,7 +34,7 @@ class Instances:
     def __init__(self, url: str, default_timeout: float = 30.0) -> None:
         self.url = url
         self.default_timeout = default_timeout
-        self.dir = Path(tempfile.mkdtemp(prefix="natsdemo-reservations-"))
+        self.dir = work_dir("reservations-")
         self.procs: dict[str, ServiceProcess] = {}
 
     def start(self, name: str) -> str:

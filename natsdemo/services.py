@@ -24,11 +24,23 @@ from pathlib import Path
 from natsdemo.server import set_pdeathsig, state_dir
 
 
-def _new_log() -> Path:
-    """A log file in the workbook's state folder (``python -m natsdemo reset`` clears it)."""
+def work_dir(prefix: str = "work-") -> Path:
+    """A new folder for service logs and outputs in the workbook's state folder, not in /tmp:
+    ``python -m natsdemo reset`` clears it, and a test suite's isolated state folder contains it.
+
+    Defined in notebooks/05_production.ipynb
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_services_dir()))
+
+
+def _services_dir() -> Path:
     folder = state_dir() / "services"
     folder.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="svc-", suffix=".log", dir=folder)
+    return folder
+
+
+def _new_log() -> Path:
+    fd, path = tempfile.mkstemp(prefix="svc-", suffix=".log", dir=_services_dir())
     os.close(fd)
     return Path(path)
 
