@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh requirements.txt
 .venv/bin/python -m natsdemo doctor || echo "doctor found a problem (see above); the notebooks may still work"
-exec .venv/bin/jupyter lab notebooks/00_start_here.ipynb "$@"
+EXTRA=()
+if [ "$(id -u)" = "0" ]; then EXTRA+=(--allow-root); fi  # JupyterLab refuses root without it
+exec .venv/bin/jupyter lab "${EXTRA[@]}" notebooks/00_start_here.ipynb "$@"
