@@ -41,7 +41,7 @@ class ClusterDashboard:
         self.panel = Panel("Cluster", replaces=replaces.panel if replaces else None)
         self.series = {name: Series() for name in STREAMS}
         self.plot = LivePlot("messages per stream (SIGKILLs and restarts marked)", "seconds", "messages",
-                             figsize=(7, 3))
+                             figsize=(6, 3))
         self.table = W.HTML()
         self.node = W.Dropdown(options=cluster.names, value=cluster.names[0], description="node")
         self.service = W.Dropdown(options=list(services), value=next(iter(services)), description="service")
