@@ -25,7 +25,7 @@ from natsdemo.errors import UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("natsdemo.admin", "run a nats-server in the foreground and print its URL"),
     "certs": ("natsdemo.pki", "make a CA, server and client certificates"),
-    "tick": ("natsdemo.ticks", "publish cron ticks on schedule.<name>"),
+    "tick": ("natsdemo.tick_service", "publish cron ticks on schedule.<name>"),
     "drain": ("natsdemo.drain_service", "drain the work queue on every tick"),
     "reservations": ("natsdemo.reservation_service", "run the reservation timeout service"),
     "cluster": ("natsdemo.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),

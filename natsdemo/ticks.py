@@ -12,15 +12,15 @@ with its DST policy); its public names are re-exported here, so ``from natsdemo.
 parse_cron`` keeps working.
 
 Read ticks through :class:`TickConsumer` (a JetStream consumer), never a core subscription:
-de-duplication protects the stream, not core subscribers. :func:`install_server_schedule` lets
-nats-server (2.14+) produce the same ticks from a cron message schedule instead.
+de-duplication protects the stream, not core subscribers. :mod:`natsdemo.schedules` lets
+nats-server (2.14+) produce the same ticks from a cron message schedule instead; the command line
+is :mod:`natsdemo.tick_service`.
 
 Defined in notebooks/02_cron_ticks.ipynb
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -35,7 +35,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from natsdemo.conn import add_connection_arguments, connect_from_args, retrying
+from natsdemo.conn import retrying
 from natsdemo.cron import (  # all but now_utc are re-exported (see __all__): they used to live here
     CRON_NAMES,
     CronSpec,
@@ -51,10 +51,9 @@ from natsdemo.errors import UsageError
 from natsdemo.names import check_token
 
 __all__ = [  # the NATS side, defined here
-    "CATCH_UP", "DUPLICATE_WINDOW", "MAX_TICKS_PER_SUBJECT", "SCHEDULE_STREAM", "SERVER_SCHEDULE_PREFIX",
-    "SUBJECT_PREFIX", "Fired", "Tick", "TickConsumer", "Ticker", "configure_cli", "ensure_schedule_stream",
-    "install_server_schedule", "publish_tick", "remove_server_schedule", "run_cli", "server_schedule_subject",
-    "tick_msg_id", "tick_subject", "validate_name",
+    "CATCH_UP", "DUPLICATE_WINDOW", "MAX_TICKS_PER_SUBJECT", "SCHEDULE_STREAM", "SUBJECT_PREFIX", "Fired", "Tick",
+    "TickConsumer", "Ticker", "ensure_schedule_stream", "publish_tick", "tick_msg_id", "tick_subject",
+    "validate_name",
 ]
 __all__ += [  # re-exported from natsdemo.cron
     "CRON_NAMES", "CronSpec", "normalize_cron", "parse_cron", "parse_rfc3339", "parse_zone", "rfc3339",
@@ -65,7 +64,6 @@ log = logging.getLogger("natsdemo.ticks")
 
 SCHEDULE_STREAM = "SCHEDULE"
 SUBJECT_PREFIX = "schedule."
-SERVER_SCHEDULE_PREFIX = "schedule._cron."  # where server-side cron schedules live (3 tokens, not a tick)
 DUPLICATE_WINDOW = 300.0  # seconds: covers replica skew and a "latest missed slot" catch-up
 MAX_TICKS_PER_SUBJECT = 100_000  # bounds growth without an age limit that could expire a schedule
 
@@ -194,9 +192,9 @@ class Tick:
         """Parse a JetStream message from ``schedule.<name>``.
 
         Client ticks carry the full JSON body. A server-side schedule delivers the body that was
-        published on the schedule subject (see :func:`install_server_schedule`): it names the
-        schedule, cron and zone but cannot know the instant, so ``published_at`` is the stream
-        timestamp and ``scheduled_at`` the latest slot of that cron at or before it.
+        published on the schedule subject (see :func:`natsdemo.schedules.install_server_schedule`):
+        it names the schedule, cron and zone but cannot know the instant, so ``published_at`` is
+        the stream timestamp and ``scheduled_at`` the latest slot of that cron at or before it.
         """
         try:
             body = json.loads(msg.data or b"{}")
@@ -506,127 +504,3 @@ class Ticker:
             if missed is not None and self.catch_up == "latest":
                 await self.fire(missed)
         self.next_slot = None
-
-
-# ===================================================================== server-side ticks
-def server_schedule_subject(name: str) -> str:
-    """``schedule._cron.<name>``: where the message schedule producing ``schedule.<name>`` lives.
-
-    Three tokens, so a consumer of ``schedule.*`` (ticks) never sees schedule definitions.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    return SERVER_SCHEDULE_PREFIX + validate_name(name)
-
-
-async def install_server_schedule(js: Any, name: str, cron: str, tz: str = "UTC") -> api.PubAck:
-    """Let nats-server own the clock: a cron message schedule whose target is ``schedule.<name>``.
-
-    The server copies this message's body into every tick, so the body is static:
-    ``{"schedule", "cron", "tz", "source": "server"}`` with no ``scheduled_at``/``published_at``;
-    :meth:`Tick.from_msg` derives them from the stream timestamp. The produced tick has no
-    ``Nats-Msg-Id`` (the server strips it) but carries ``Nats-Scheduler`` and ``Nats-Schedule-Next``.
-    Publishing again replaces the schedule (one per subject); :func:`remove_server_schedule` stops it.
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    spec = parse_cron(cron, tz)
-    await ensure_schedule_stream(js)
-    body = {"schedule": name, "cron": spec.fields, "tz": spec.tz, "source": "server"}
-    headers = {
-        "Nats-Schedule": spec.fields,  # the server's cron is 6 fields, seconds first, like ours
-        "Nats-Schedule-Target": tick_subject(name),
-        "Nats-Schedule-Time-Zone": spec.tz,
-    }
-    return await js.publish(
-        server_schedule_subject(name), json.dumps(body).encode(), stream=SCHEDULE_STREAM, headers=headers
-    )
-
-
-async def remove_server_schedule(js: Any, name: str) -> None:
-    """Cancel the server-side schedule of ``schedule.<name>`` (purges its schedule subject).
-
-    Defined in notebooks/02_cron_ticks.ipynb
-    """
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.purge_stream(SCHEDULE_STREAM, subject=server_schedule_subject(name))
-
-
-# ===================================================================== CLI
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    """``python -m natsdemo tick --cron EXPR --name NAME [--tz ZONE] [--catch-up skip|latest]``."""
-    parser.add_argument(
-        "--cron", required=True, help="6 fields, seconds first ('0 0 20 * * *' = 20:00 daily), 5 fields, or @daily"
-    )
-    parser.add_argument("--name", required=True, help="ticks go to schedule.<name> (letters, digits, - and _)")
-    parser.add_argument("--tz", default="UTC", help="IANA time zone the cron is read in (default UTC)")
-    parser.add_argument(
-        "--catch-up", choices=CATCH_UP, default="skip", help="missed slots: skip (default) or fire only the latest"
-    )
-    parser.add_argument(
-        "--server-side", action="store_true", help="install a nats-server cron schedule instead of ticking, then exit"
-    )
-    parser.add_argument("--quiet", action="store_true", help="print only the ready line, not one line per tick")
-    add_connection_arguments(parser)
-
-
-def _print_fired(fired: Fired) -> None:
-    what = f"duplicate of seq {fired.seq}" if fired.duplicate else f"stored seq {fired.seq}"
-    print(f"tick {rfc3339(fired.scheduled_at)} {what} late {fired.lateness * 1000:.1f} ms", flush=True)
-
-
-async def _connect_or_stop(args: argparse.Namespace, stop: asyncio.Event, timeout: float = 10.0) -> Any:
-    """Connect, but give up after ``timeout`` s (a clear error) or when SIGINT/SIGTERM arrives (None)."""
-    connecting = asyncio.ensure_future(connect_from_args(args, f"natsdemo-tick-{args.name}"))
-    stopping = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({connecting, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if connecting in done:
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(BaseException):
-        await connecting
-    if stopping in done:
-        return None
-    raise nats.errors.NoServersError()
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    from natsdemo.cli import stop_event
-
-    stop = stop_event()
-    nc = await _connect_or_stop(args, stop)
-    if nc is None:
-        return 0
-    js = nc.jetstream()
-    try:
-        if args.server_side:
-            ack = await install_server_schedule(js, args.name, args.cron, args.tz)
-            print(
-                f"installed server-side schedule {server_schedule_subject(args.name)} (seq {ack.seq}): "
-                f"{normalize_cron(args.cron)!r} in {args.tz} -> {tick_subject(args.name)}",
-                flush=True,
-            )
-            return 0
-        ticker = Ticker(
-            js, args.name, args.cron, args.tz, catch_up=args.catch_up, on_fire=None if args.quiet else _print_fired
-        )
-        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(js))
-        nxt = ticker.spec.next_after(now_utc())
-        print(
-            f"ticking {tick_subject(args.name)} cron {ticker.spec.fields!r} tz {args.tz} "
-            f"catch-up {args.catch_up}; next {rfc3339(nxt)}",
-            flush=True,
-        )
-        await ticker.run(stop)
-        print(f"stopped: {ticker.published} stored, {ticker.duplicates} duplicates", flush=True)
-        return 0
-    finally:
-        await nc.drain()
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Validate everything before connecting, then tick until SIGINT/SIGTERM."""
-    validate_name(args.name)
-    parse_cron(args.cron, args.tz)
-    return asyncio.run(_serve(args))

@@ -11,16 +11,9 @@ import time
 from datetime import UTC, datetime
 
 from natsdemo.bench import Figure, median, percentile
+from natsdemo.schedules import install_server_schedule, remove_server_schedule
 from natsdemo.server import NatsServer
-from natsdemo.ticks import (
-    Tick,
-    TickConsumer,
-    Ticker,
-    ensure_schedule_stream,
-    install_server_schedule,
-    publish_tick,
-    remove_server_schedule,
-)
+from natsdemo.ticks import Tick, TickConsumer, Ticker, ensure_schedule_stream, publish_tick
 
 
 async def _naive_loop(js, stop: asyncio.Event, lateness: list[float]) -> None:
