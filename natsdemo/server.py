@@ -27,12 +27,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from natsdemo.registry import (  # state_dir, reap_stale, registered_servers and reset: re-exported
+    alive,
+    entries,
+    reap_stale,
+    register,
+    registered_servers,
+    reset,
+    state_dir,
+    unregister,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 READY_LINE = "Server is ready"
@@ -43,13 +53,6 @@ _TLS_MONITOR_RE = re.compile(r"Starting https monitor on (\S+):(\d+)")
 
 class ServerStartError(RuntimeError):
     """nats-server could not start; the message quotes the server's own fatal lines."""
-
-
-def state_dir() -> Path:
-    """Folder of the on-disk server registry (``$NATSDEMO_STATE_DIR`` or ``~/.cache/natsdemo``)."""
-    env = os.environ.get("NATSDEMO_STATE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "natsdemo"
-    return base
 
 
 def nats_server_binary() -> str:
@@ -109,16 +112,6 @@ def _fatal_lines(text: str) -> str:
     if not lines:
         lines = [ln for ln in text.splitlines() if ln.strip()][-5:]
     return "\n".join(lines) or "(the server printed nothing)"
-
-
-def _alive(pid: int, create_time: float | None = None) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return create_time is None or abs(proc.create_time() - create_time) < 1.0
-    except psutil.Error:
-        return False
 
 
 @dataclass
@@ -231,7 +224,7 @@ class NatsServer:
             )
         finally:
             log.close()
-        _register(self)
+        register(self)
 
     def _poll_ready(self) -> bool:
         """True once the log says ready; raises if the process died first."""
@@ -243,7 +236,7 @@ class NatsServer:
             m = _MONITOR_RE.search(text) or _TLS_MONITOR_RE.search(text)
             if m:
                 self.monitor_port = int(m.group(2))
-            _register(self)
+            register(self)
             return True
         assert self.proc is not None
         if self.proc.poll() is not None:
@@ -306,14 +299,14 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-        _unregister(self)
+        unregister(self)
 
     def restart(self) -> NatsServer:
         """Stop and start again on the same port with the same store (use a named ``store_dir``)."""
         if self.running():
             self.proc.terminate()  # type: ignore[union-attr]
             self.proc.wait(10)  # type: ignore[union-attr]
-        _unregister(self)
+        unregister(self)
         return self.start()
 
     def reload(self) -> None:
@@ -323,7 +316,7 @@ class NatsServer:
         os.kill(self.pid, signal.SIGHUP)  # type: ignore[arg-type]
 
     def _cleanup(self) -> None:
-        _unregister(self)
+        unregister(self)
         if self.run_dir is not None:
             # the run folder holds the log and, without a named store_dir, the JetStream store
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -427,58 +420,12 @@ def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | Externa
     if env:
         return ExternalServer(env, os.environ.get("NATS_MONITOR_URL"))
     reap_stale()
-    for entry in _entries():
-        if entry.get("name") == name and entry.get("owner_pid") == os.getpid() and _alive(entry["pid"]):
+    for entry in entries():
+        if entry.get("name") == name and entry.get("owner_pid") == os.getpid() and alive(entry["pid"]):
             srv = _adopt(entry)
             if srv is not None:
                 return srv
     return NatsServer(name=name, **kwargs).start()
-
-
-# ===================================================================== registry
-def _registry() -> Path:
-    p = state_dir() / "servers"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _owner_create_time() -> float:
-    return psutil.Process(os.getpid()).create_time()
-
-
-def _register(srv: NatsServer) -> None:
-    if srv.proc is None:
-        return
-    entry = {
-        "pid": srv.proc.pid,
-        "create_time": psutil.Process(srv.proc.pid).create_time() if _alive(srv.proc.pid) else None,
-        "owner_pid": os.getpid(),
-        "owner_create_time": _owner_create_time(),
-        "name": srv.name,
-        "host": srv.host,
-        "port": srv.client_port,
-        "monitor_port": srv.monitor_port,
-        "run_dir": str(srv.run_dir) if srv.run_dir else None,
-        "temp_store": srv._temp_store or srv.store_dir is None,
-        "id": uuid.uuid4().hex,
-    }
-    (_registry() / f"{srv.proc.pid}.json").write_text(json.dumps(entry))
-
-
-def _unregister(srv: NatsServer) -> None:
-    if srv.proc is not None:
-        with contextlib.suppress(FileNotFoundError):
-            (_registry() / f"{srv.proc.pid}.json").unlink()
-
-
-def _entries() -> list[dict[str, Any]]:
-    out = []
-    for f in sorted(_registry().glob("*.json")):
-        try:
-            out.append(json.loads(f.read_text()))
-        except (OSError, ValueError):
-            f.unlink(missing_ok=True)
-    return out
 
 
 def _adopt(entry: dict[str, Any]) -> NatsServer | None:
@@ -502,7 +449,7 @@ class _AdoptedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if _alive(self.pid):
+        if alive(self.pid):
             return None
         self.returncode = self.returncode if self.returncode is not None else 0
         return self.returncode
@@ -525,58 +472,21 @@ class _AdoptedProcess:
         return 0
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` has exited; a zombie counts (its parent, not us, must reap it)."""
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _stop_entry(entry: dict[str, Any]) -> bool:
-    """Stop the server an entry names (if it is still that process); True if one was stopped."""
-    stopped = False
-    pid = entry["pid"]
-    if _alive(pid, entry.get("create_time")):
-        proc = psutil.Process(pid)
-        if "nats-server" in " ".join(proc.cmdline()):
-            proc.terminate()
-            if not _wait_gone(pid, 10):
-                proc.kill()
-            stopped = True
-    run_dir = entry.get("run_dir")
-    if run_dir and entry.get("temp_store"):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    (_registry() / f"{pid}.json").unlink(missing_ok=True)
-    return stopped
-
-
-def reap_stale() -> list[int]:
-    """Stop servers whose owning process is gone; returns their pids."""
-    reaped = []
-    for entry in _entries():
-        owner_alive = _alive(entry["owner_pid"], entry.get("owner_create_time"))
-        if (not owner_alive or not _alive(entry["pid"], entry.get("create_time"))) and _stop_entry(entry):
-            reaped.append(entry["pid"])
-    return reaped
-
-
-def registered_servers() -> list[dict[str, Any]]:
-    """Registry entries of servers that are alive."""
-    return [e for e in _entries() if _alive(e["pid"], e.get("create_time"))]
-
-
-def reset(keep_owned_by_live: bool = False) -> list[int]:
-    """Stop every workbook server in the registry and delete their temporary state."""
-    stopped = []
-    for entry in _entries():
-        if keep_owned_by_live and _alive(entry["owner_pid"], entry.get("owner_create_time")):
-            continue
-        if _stop_entry(entry):
-            stopped.append(entry["pid"])
-    if not keep_owned_by_live:
-        for folder in ("run", "services"):  # server stores and logs, service logs
-            shutil.rmtree(state_dir() / folder, ignore_errors=True)
-    return stopped
+__all__ = [
+    "CONFIG_DIR",
+    "ExternalServer",
+    "NatsServer",
+    "ServerStartError",
+    "check_config",
+    "config_path",
+    "find_or_start",
+    "free_ports",
+    "monitor_json",
+    "nats_server_binary",
+    "reap_stale",
+    "registered_servers",
+    "reset",
+    "server_version",
+    "set_pdeathsig",
+    "state_dir",
+]
