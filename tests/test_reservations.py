@@ -92,6 +92,21 @@ async def test_late_purchase_is_refused_client_side(nc, svc):
     assert types == {"late-1": [R.RESERVED, R.TIMED_OUT], "paid-1": [R.RESERVED, R.PURCHASED]}
 
 
+async def test_server_guard_refuses_a_stale_purchase_and_without_it_both_outcomes_land(nc, svc):
+    """What notebook 04 shows: the server's guard, not only purchase()'s read, stops a late purchase."""
+    js = nc.jetstream()
+    reserved = await R.reserve(js, "stale-1", timeout=0.3)
+    await wait_for(lambda: _last_type(js, "stale-1", R.TIMED_OUT))
+    body = json.dumps({"type": R.PURCHASED, "id": "stale-1"}).encode()
+    stale = {"Nats-Expected-Last-Subject-Sequence": str(reserved.seq)}
+    with pytest.raises(nats.js.errors.BadRequestError) as refused:
+        await js.publish(R.subject("stale-1"), body, headers=stale)
+    assert refused.value.err_code in R.WRONG_LAST_SEQUENCE_CODES
+    await js.publish(R.subject("stale-1"), body)  # the exercise: no guard, so the late purchase lands
+    kinds = [e.type for e in await R.read_events(js) if e.id == "stale-1"]
+    assert kinds == [R.RESERVED, R.TIMED_OUT, R.PURCHASED]
+
+
 async def test_a_purchase_racing_its_timeout_has_exactly_one_winner(nc, svc):
     js = nc.jetstream()
 
