@@ -71,8 +71,10 @@ async def dead_letters(js: Any, name: str, limit: int = 100) -> list[dict[str, A
     """
     names = queue_names(name)
     info = await js.stream_info(names.dead_stream)
-    out = []
-    first = info.state.first_seq
+    out: list[dict[str, Any]] = []
+    if info.state.messages == 0:  # an empty stream reports sequence 0, which get_msg refuses
+        return out
+    first = max(1, info.state.first_seq)
     for seq in range(first, min(info.state.last_seq, first + limit - 1) + 1):
         with contextlib.suppress(nats.js.errors.NotFoundError):
             raw = await js.get_msg(names.dead_stream, seq)

@@ -237,3 +237,38 @@ async def test_slow_batches_are_kept_alive_with_in_progress(nc):
         await d.stop()
     assert report.items == 30 and report.redeliveries == 0
     assert len(seen) == len(set(seen)) == 30
+
+
+async def test_an_item_never_acked_stops_at_max_deliver_and_stays_in_the_stream(nc):
+    # a worker that crashes on every delivery never acks, naks or terms: no dead letter is written
+    js = nc.jetstream()
+    names = queue_names("crashy")
+    await ensure_queue(js, "crashy", DrainSettings(ack_wait=0.5, max_deliver=2))
+    advisories = await nc.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{names.stream}.{names.durable}")
+    ack = await js.publish(names.item_subject("orders.9"), b'{"id": "crash"}')
+    psub = await js.pull_subscribe_bind(names.durable, stream=names.stream)
+    try:
+        delivered = []
+        for _ in range(2):  # each fetch is one "crashed" attempt: the item comes back after ack_wait
+            [msg] = await psub.fetch(1, timeout=3)
+            delivered.append(msg.metadata.num_delivered)
+        assert delivered == [1, 2]
+        with pytest.raises(TimeoutError):  # max_deliver reached: no third attempt
+            await psub.fetch(1, timeout=1.5)
+        advisory = json.loads((await advisories.next_msg(timeout=2)).data)
+    finally:
+        await psub.unsubscribe()
+    assert advisory["type"] == "io.nats.jetstream.advisory.v1.max_deliver"
+    assert advisory["stream_seq"] == ack.seq and advisory["deliveries"] == 2
+    kept = await js.get_msg(names.stream, ack.seq)  # never acked, so the work-queue stream keeps it
+    assert kept.data == b'{"id": "crash"}' and (await js.stream_info(names.stream)).state.messages == 1
+    assert (await js.stream_info(names.dead_stream)).state.messages == 0  # nobody wrote a dead letter
+
+
+async def test_dead_letters_of_an_empty_queue_is_an_empty_list(nc):
+    from natsdemo.deadletter import dead_letters
+    from natsdemo.drain_queue import ensure_queue
+
+    js = nc.jetstream()
+    await ensure_queue(js, "empty-dead")
+    assert await dead_letters(js, "empty-dead") == []
