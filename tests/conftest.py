@@ -3,6 +3,8 @@ check at the end of the session that no nats-server or Jupyter process the suite
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -104,3 +106,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert "Traceback" not in proc.stderr
     for frag in fragments:
         assert frag in lines[0], lines[0]
+
+
+async def until(check, timeout: float = 10.0, every: float = 0.05, tolerate: tuple[type[BaseException], ...] = ()):
+    """Poll ``check()`` (sync or async) until it returns something truthy; return the last value,
+    which is falsy on timeout. Exceptions listed in ``tolerate`` count as "not yet"."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except tolerate:
+            value = None
+        if value or loop.time() > deadline:
+            return value
+        await asyncio.sleep(every)
+
+
+async def wait_for(check, timeout: float = 15.0, every: float = 0.05):
+    """:func:`until`, failing the test if the condition is not met in time."""
+    value = await until(check, timeout, every)
+    if not value:
+        raise AssertionError(f"condition not met within {timeout} s")
+    return value

@@ -18,7 +18,7 @@ from natsdemo.cluster import LocalCluster
 from natsdemo.conn import connect, default_replicas, publish_acked
 from natsdemo.errors import Unavailable
 from natsdemo.services import ServiceProcess, stop_all
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli, until
 
 pytestmark = pytest.mark.slow
 LINE = re.compile(r"^(n\d) (tls://127\.0\.0\.1:\d+) pid (\d+)$")
@@ -99,18 +99,6 @@ async def test_r3_stream_survives_one_node_and_refuses_honestly_without_quorum(t
 
 # ----------------------------------------------------------------------------------------------
 # The three services as processes on the cluster (issue 7's must-show)
-async def _wait_until(predicate, timeout: float, step: float = 0.25):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            value = await predicate()
-        except (nats.errors.Error, TimeoutError):  # the cluster is still recovering: ask again
-            value = None
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(step)
-
-
 def _services(cluster: LocalCluster, tmp_path: Path) -> dict[str, ServiceProcess]:
     env = cluster.env()
     svc = {}
@@ -180,7 +168,7 @@ async def test_services_keep_their_invariants_when_a_node_is_killed(tmp_path: Pa
             queue = await js.stream_info("EOD_QUEUE")
             return by_id if done and queue.state.messages == 0 else None
 
-        by_id = await _wait_until(settled, 90)
+        by_id = await until(settled, 90, 0.25, tolerate=(nats.errors.Error, TimeoutError))
         assert by_id, "the services did not finish after the node came back"
 
         for rid in ids:
@@ -237,12 +225,12 @@ async def test_two_nodes_down_is_a_clear_error_and_recovery_completes(tmp_path: 
             by_id = _audit(await reservations.read_events(js))
             return by_id if len(by_id.get("before", [])) == 2 else None
 
-        by_id = await _wait_until(outcome, 60)
+        by_id = await until(outcome, 60, 0.25, tolerate=(nats.errors.Error, TimeoutError))
         assert by_id and [e.type for e in by_id["before"]] == ["tickets-reserved", "reservation-timeout"]
         # the refused reservation is not in the stream: no false acknowledgement
         assert "during" not in by_id
         await reservations.reserve(js, "during", 2.0)  # after recovery the same id works
-        by_id = await _wait_until(outcome, 1)
+        by_id = await until(outcome, 1, 0.25, tolerate=(nats.errors.Error, TimeoutError))
         assert "during" in _audit(await reservations.read_events(js))
     finally:
         if nc is not None:

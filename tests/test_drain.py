@@ -20,22 +20,9 @@ from natsdemo.drain import (
 )
 from natsdemo.errors import UsageError
 from natsdemo.ticks import publish_tick
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, wait_for
 
 FAST = DrainSettings(batch=50, ack_wait=5, max_deliver=3, nak_delay=0.05, max_nak_delay=0.2, fetch_timeout=0.3)
-
-
-async def wait_for(predicate, timeout: float = 15.0, every: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 async def settled(js, name):

@@ -16,7 +16,7 @@ from natsdemo import reservations as R
 from natsdemo.errors import UsageError
 from natsdemo.reservation_service import TimeoutService
 from natsdemo.timers import Scheduler
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, wait_for
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ async def svc(nc):
         yield service
     finally:
         await service.stop()
-
-
-async def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await predicate()
-        if result:
-            return result
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def test_ids_are_checked():

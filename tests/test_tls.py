@@ -4,11 +4,9 @@ reload, mutual-TLS cluster routes and a TLS leafnode. Nothing connects that shou
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import ssl
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from nats.js.api import StreamConfig
 
 from natsdemo import pki, tls
 from natsdemo.server import ServerStartError, free_ports, monitor_json
+from tests.conftest import until
 
 TLS_CONFIGS = [
     "tls.conf", "tls-verify.conf", "tls-verify-and-map.conf", "tls-handshake-first.conf", "tls-min-1.3.conf",
@@ -76,14 +75,22 @@ def ctx(base: Path, ca: str | None = "good/ca.pem", client: str | None = None, *
     return tls.client_context(base / ca if ca else None, cert, key, **kw)  # type: ignore[arg-type]
 
 
-async def until(check, timeout: float = 10.0, every: float = 0.05):
-    """Poll ``check()`` until it returns something truthy; returns it, or the last value on timeout."""
-    deadline = time.monotonic() + timeout
-    value = check()
-    while not value and time.monotonic() < deadline:
-        await asyncio.sleep(every)
-        value = check()
-    return value
+async def crosses(from_url: str, to_url: str, client_tls, subject: str, data: bytes) -> bool:
+    """Publish on one server until a subscriber on another receives it (interest takes a moment to
+    propagate over routes and leafnode connections); True once ``data`` arrived."""
+    pub = await nats.connect(from_url, tls=client_tls, allow_reconnect=False)
+    sub_nc = await nats.connect(to_url, tls=client_tls, allow_reconnect=False)
+    try:
+        sub = await sub_nc.subscribe(subject)
+        await sub_nc.flush()
+        for _ in range(40):
+            await pub.publish(subject, data)
+            with contextlib.suppress(nats.errors.TimeoutError):
+                return (await sub.next_msg(0.1)).data == data
+        return False
+    finally:
+        await pub.close()
+        await sub_nc.close()
 
 
 # ------------------------------------------------------------------------- configs
@@ -290,21 +297,7 @@ async def test_cluster_routes_use_mutual_tls_and_refuse_an_untrusted_node(pkidir
         assert peers(nodes[3]) == set() and all("n4" not in peers(n) for n in nodes[:3])
         # a message crosses the routes
         client_tls = ctx(pkidir)
-        a = await nats.connect(nodes[0].url, tls=client_tls, allow_reconnect=False)
-        b = await nats.connect(nodes[2].url, tls=client_tls, allow_reconnect=False)
-        try:
-            sub = await b.subscribe("over.routes")
-            await b.flush()
-            got = None
-            for _ in range(40):  # interest needs a moment to propagate over the routes
-                await a.publish("over.routes", b"hi")
-                with contextlib.suppress(nats.errors.TimeoutError):
-                    got = await sub.next_msg(0.1)
-                    break
-            assert got is not None and got.data == b"hi"
-        finally:
-            await a.close()
-            await b.close()
+        assert await crosses(nodes[0].url, nodes[2].url, client_tls, "over.routes", b"hi")
     finally:
         for node in nodes:
             await node.astop()
@@ -330,21 +323,7 @@ async def test_leafnode_over_mutual_tls(pkidir):
         assert await until(lambda: impostor.log_lines("handshake error"), 5), impostor.log_text()
         assert monitor_json(hub, "leafz")["leafnodes"] == 1  # the impostor never joins
         client_tls = ctx(pkidir)
-        a = await nats.connect(hub.url, tls=client_tls, allow_reconnect=False)
-        b = await nats.connect(leaf.url, tls=client_tls, allow_reconnect=False)
-        try:
-            sub = await a.subscribe("via.leaf")
-            await a.flush()
-            got = None
-            for _ in range(40):
-                await b.publish("via.leaf", b"hello hub")
-                with contextlib.suppress(nats.errors.TimeoutError):
-                    got = await sub.next_msg(0.1)
-                    break
-            assert got is not None and got.data == b"hello hub"
-        finally:
-            await a.close()
-            await b.close()
+        assert await crosses(leaf.url, hub.url, client_tls, "via.leaf", b"hello hub")
     finally:
         for s in servers:
             await s.astop()
