@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.metadata as md
 import os
 import signal
@@ -42,14 +41,11 @@ def configure_server(parser: argparse.ArgumentParser) -> None:
 def run_server(args: argparse.Namespace) -> int:
     if args.port < -1 or args.port > 65535 or args.port == 0:
         raise UsageError(f"--port {args.port} is not a port; use 1-65535, or -1 for a free one")
-    if args.port > 0:
-        with socket.socket() as s, contextlib.suppress(OSError):
-            s.settimeout(0.5)
-            if s.connect_ex((args.host, args.port)) == 0:
-                raise UsageError(
-                    f"port {args.port} on {args.host} is already in use (another nats-server?): "
-                    "stop it with `python -m natsdemo reset`, or pick another with --port"
-                )
+    if args.port > 0 and not _port_free(args.port, args.host):
+        raise UsageError(
+            f"port {args.port} on {args.host} is already in use (another nats-server?): "
+            "stop it with `python -m natsdemo reset`, or pick another with --port"
+        )
     if args.store:
         Path(args.store).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -108,10 +104,14 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing accepts connections on ``host:port``."""
     with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.settimeout(0.5)
+        try:
+            return s.connect_ex((host, port)) != 0
+        except OSError:
+            return True
 
 
 async def _jetstream_roundtrip(srv: NatsServer) -> str:

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from natsdemo.errors import UsageError
 from natsdemo.pki import TlsServer, ensure_certs
-from natsdemo.server import free_ports
+from natsdemo.server import free_ports, monitor_json
 
 CONFIG = "cluster-tls.conf"
 
@@ -85,8 +84,6 @@ class LocalCluster:
     def _build(self) -> None:
         ensure_certs(self.certs)
         if self.store is None:
-            import tempfile
-
             self._tmp = tempfile.TemporaryDirectory(prefix="natsdemo-cluster-")
             store = Path(self._tmp.name)  # type: ignore[attr-defined]
         else:
@@ -174,21 +171,16 @@ class LocalCluster:
         self.stop()
 
     # ------------------------------------------------------------------ monitoring
-    @staticmethod
-    def _get(srv: TlsServer, endpoint: str) -> dict:
-        with urllib.request.urlopen(f"{srv.monitor_url}/{endpoint}", timeout=2) as r:
-            return json.loads(r.read())
-
     def _jsz(self, srv: TlsServer) -> dict:
-        return self._get(srv, "jsz")
+        return monitor_json(srv, "jsz", timeout=2)
 
     def _routez(self, srv: TlsServer) -> int:
-        routes = self._get(srv, "routez").get("routes") or []
+        routes = monitor_json(srv, "routez", timeout=2).get("routes") or []
         return len({r.get("remote_name") or r.get("remote_id") for r in routes})
 
     def monitor(self, node: str, endpoint: str) -> dict:
         """A monitoring endpoint (``healthz``, ``varz``, ``jsz``, ``routez``...) of one node."""
-        return self._get(self._node(node), endpoint)
+        return monitor_json(self._node(node), endpoint, timeout=2)
 
 
 # ===================================================================== command line

@@ -55,16 +55,15 @@ def client_tls_context(
     return ctx
 
 
-def _error_logger() -> Any:
-    """An error callback that stays quiet until the first connection succeeded (the failure to
-    connect is reported once, as an exception), and logs every later error as a warning."""
-    state = {"connected": False}
+class _QuietUntilConnected:
+    """nats-py's error callback: quiet until the first connection succeeded (a failure to connect
+    is reported once, as an exception), then every error is logged as a warning."""
 
-    async def on_error(exc: Exception) -> None:
-        (log.warning if state["connected"] else log.debug)("nats: %s", exc)
+    def __init__(self) -> None:
+        self.connected = False
 
-    on_error.connected = state  # type: ignore[attr-defined]
-    return on_error
+    async def on_error(self, exc: Exception) -> None:  # nats-py wants a coroutine function
+        (log.warning if self.connected else log.debug)("nats: %s", exc)
 
 
 async def connect(
@@ -98,9 +97,10 @@ async def connect(
         tls = client_tls_context(ca, cert, key)
     if tls is not None:
         options["tls"] = tls
-    quiet_until_connected = "error_cb" not in options
-    if quiet_until_connected:
-        options["error_cb"] = _error_logger()
+    quiet = None
+    if "error_cb" not in options:
+        quiet = _QuietUntilConnected()
+        options["error_cb"] = quiet.on_error
     # nats-py keeps retrying the *first* connection as long as reconnects are allowed; bound it,
     # so a service pointed at the wrong URL says so instead of hanging (and stays stoppable)
     first_try = first_connect_timeout or max(10.0, 2 * connect_timeout)
@@ -118,8 +118,8 @@ async def connect(
         )
     except TimeoutError as exc:
         raise ConnectionError(f"no NATS server answered at {', '.join(servers)} within {first_try:.0f} s") from exc
-    if quiet_until_connected:
-        options["error_cb"].connected["connected"] = True
+    if quiet is not None:
+        quiet.connected = True
     return nc
 
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,7 @@ class NatsServer:
         self.stop()
         return ServerStartError(f"nats-server was not ready after {self.start_timeout:.0f} s:\n{_fatal_lines(text)}")
 
-    def _starting(self):
+    def _starting(self) -> Iterator[None]:  # one step per readiness poll
         """Spawn, then yield until the log says ready (raising on exit or timeout)."""
         self._spawn()
         deadline = time.monotonic() + self.start_timeout
@@ -397,13 +398,13 @@ def free_ports(n: int = 1) -> list[int]:
             s.close()
 
 
-def monitor_json(server: NatsServer | ExternalServer, endpoint: str) -> dict[str, Any]:
+def monitor_json(server: NatsServer | ExternalServer, endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
     """GET a monitoring endpoint (``varz``, ``jsz``, ``healthz``...) and decode it."""
     import urllib.request
 
     if not server.monitor_url:
         raise RuntimeError("this server has no monitoring port")
-    with urllib.request.urlopen(f"{server.monitor_url}/{endpoint}", timeout=5) as resp:
+    with urllib.request.urlopen(f"{server.monitor_url}/{endpoint}", timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -419,8 +420,7 @@ def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | Externa
     env = os.environ.get("NATS_URL")
     if env:
         return ExternalServer(env, os.environ.get("NATS_MONITOR_URL"))
-    reap_stale()
-    for entry in entries():
+    for entry in entries():  # (starting a new server reaps stale ones first)
         if entry.get("name") == name and entry.get("owner_pid") == os.getpid() and alive(entry["pid"]):
             srv = _adopt(entry)
             if srv is not None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,20 +101,22 @@ class ServiceProcess:
             raise RuntimeError(f"service {self.name} exited with {self.proc.returncode}: {text.strip()[-800:]}")
         return False
 
-    def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
+    def _waiting(self, timeout: float) -> Iterator[None]:  # one step per poll
         deadline = time.monotonic() + timeout
         while not self._ready_now():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service {self.name} printed no ready line in {timeout} s")
+            yield
+
+    def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
+        """Block until the service printed its ready line (raises if it exited or took too long)."""
+        for _ in self._waiting(timeout):
             time.sleep(0.05)
         return self
 
     async def await_ready(self, timeout: float = 30.0) -> ServiceProcess:
         """:meth:`wait_ready` without blocking the event loop."""
-        deadline = time.monotonic() + timeout
-        while not self._ready_now():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service {self.name} printed no ready line in {timeout} s")
+        for _ in self._waiting(timeout):
             await asyncio.sleep(0.05)
         return self
 

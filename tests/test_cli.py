@@ -15,7 +15,7 @@ import nats
 import psutil
 import pytest
 
-from natsdemo.server import NatsServer
+from natsdemo.server import NatsServer, free_ports
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -191,3 +191,11 @@ def test_a_service_never_outlives_a_stop_request(signals: int, code: int):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_service_with_no_server_to_reach_says_so_in_one_line():
+    """The README's promise: an unreachable server is one readable line and exit status 1."""
+    free = free_ports(1)[0]  # nothing listens there
+    out = run_cli("reservations", "--server", f"nats://127.0.0.1:{free}", timeout=60)
+    assert out.returncode == 1
+    assert_one_line_error(out, "natsdemo reservations: error: cannot reach NATS", f"127.0.0.1:{free}")
