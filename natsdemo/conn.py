@@ -248,3 +248,29 @@ async def retrying(what: str, make: Any, *, retry_for: float = 30.0) -> Any:
             log.info("%s: %r, retrying in %.1f s", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def create_stream_if_missing(js: Any, config: Any) -> Any:
+    """The info of stream ``config.name``, created with ``config`` if it is missing.
+
+    Safe when several processes start together: the loser of a creation race finds the winner's
+    stream. An existing stream is returned as it is. If the stream cannot be created (most often
+    because another stream already captures its subjects) the error says so.
+    """
+    import nats.js.errors
+
+    failure: Exception | None = None
+    for _attempt in range(3):
+        try:
+            return await js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            pass
+        try:
+            return await js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:  # lost a creation race, or a real conflict: look again
+            failure = exc
+            await asyncio.sleep(0.05)
+    raise RuntimeError(
+        f"cannot create stream {config.name} on {', '.join(config.subjects or [])} ({failure}); "
+        "does another stream already capture those subjects?"
+    )

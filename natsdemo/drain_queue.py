@@ -142,20 +142,6 @@ class DrainSettings:
 
 
 # ===================================================================== streams and consumer
-async def _ensure_stream(js: Any, config: api.StreamConfig) -> None:
-    for _attempt in range(3):
-        try:
-            await js.stream_info(config.name)
-            return
-        except nats.js.errors.NotFoundError:
-            try:
-                await js.add_stream(config)
-                return
-            except nats.js.errors.BadRequestError:
-                await asyncio.sleep(0.05)  # lost a creation race; look again
-    await js.stream_info(config.name)
-
-
 def consumer_config(names: QueueNames, settings: DrainSettings) -> api.ConsumerConfig:
     """The shared durable pull consumer (explicit acks, every item from the start).
 
@@ -182,12 +168,12 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
 
     Defined in notebooks/03_tick_triggered_drain.ipynb
     """
-    from natsdemo.conn import replicas_for
+    from natsdemo.conn import create_stream_if_missing, replicas_for
 
     names = queue_names(name)
     settings = (settings or DrainSettings()).validate()
     replicas = replicas_for(js)  # 3 on a cluster, 1 on a single server
-    await _ensure_stream(
+    await create_stream_if_missing(
         js,
         api.StreamConfig(
             name=names.stream,
@@ -197,7 +183,7 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
             num_replicas=replicas,
         ),
     )
-    await _ensure_stream(
+    await create_stream_if_missing(
         js,
         api.StreamConfig(
             name=names.dead_stream,

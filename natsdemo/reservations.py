@@ -37,7 +37,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
-from natsdemo.conn import publish_acked, replicas_for
+from natsdemo.conn import create_stream_if_missing, publish_acked, replicas_for
 from natsdemo.errors import UsageError
 from natsdemo.names import check_token, is_token
 
@@ -214,14 +214,7 @@ async def ensure_stream(
         allow_msg_schedules=True,
         num_replicas=replicas or replicas_for(js),
     )
-    try:
-        return await js.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        pass
-    try:
-        return await js.add_stream(config)
-    except nats.js.errors.BadRequestError:  # another instance created it first
-        return await js.stream_info(STREAM)
+    return await create_stream_if_missing(js, config)
 
 
 async def read_events(js: Any, *, timeout: float = 30.0) -> list[Event]:

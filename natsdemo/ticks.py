@@ -35,7 +35,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from natsdemo.conn import retrying
+from natsdemo.conn import create_stream_if_missing, retrying
 from natsdemo.cron import (  # all but now_utc are re-exported (see __all__): they used to live here
     CRON_NAMES,
     CronSpec,
@@ -119,27 +119,10 @@ async def ensure_schedule_stream(js: Any, *, replicas: int | None = None) -> Non
         max_msgs_per_subject=MAX_TICKS_PER_SUBJECT,
         allow_msg_schedules=True,
     )
-    failure: Exception | None = None
-    for _attempt in range(3):
-        try:
-            info = await js.stream_info(SCHEDULE_STREAM)
-        except nats.js.errors.NotFoundError:
-            try:
-                await js.add_stream(config)
-                return
-            except nats.js.errors.BadRequestError as exc:
-                # lost a race (the winner's stream differs slightly), or a real conflict: look again
-                failure = exc
-                await asyncio.sleep(0.05)
-                continue
-        if not info.config.allow_msg_schedules:
-            info.config.allow_msg_schedules = True
-            await js.update_stream(info.config)
-        return
-    raise RuntimeError(
-        f"cannot create stream {SCHEDULE_STREAM} on {SUBJECT_PREFIX}> ({failure}); "
-        "does another stream already capture those subjects?"
-    )
+    info = await create_stream_if_missing(js, config)
+    if not info.config.allow_msg_schedules:  # made before schedules were wanted: they can be switched on
+        info.config.allow_msg_schedules = True
+        await js.update_stream(info.config)
 
 
 # ===================================================================== one tick
