@@ -21,6 +21,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from natsdemo.drain_queue import QueueNames, queue_names
+from natsdemo.names import ack_fields
 
 log = logging.getLogger("natsdemo.deadletter")
 
@@ -30,13 +31,8 @@ def deliveries_of(msg: Msg) -> int:
 
     Defined in notebooks/03_tick_triggered_drain.ipynb
     """
-    tokens = (msg.reply or "").split(".")
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>... (9 tokens) or the v2 form with domain and hash
-    if len(tokens) == 9:
-        return int(tokens[4])
-    if len(tokens) >= 11:
-        return int(tokens[6])
-    return 1
+    fields = ack_fields(msg.reply)
+    return fields.delivered if fields else 1
 
 
 def dead_letter_body(msg: Msg, names: QueueNames, reason: str, worker: str) -> dict[str, Any]:

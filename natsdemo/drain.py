@@ -316,13 +316,11 @@ class Drainer:
         stamp = time.monotonic()
         progress_every = s.ack_wait / 3
         done = 0
-        v1 = len((msgs[0].reply or "").split(".")) == 9  # ack subject layout, the same for the batch
         try:
             for msg in msgs:
                 if self._stopping:
                     break
-                # cheap delivery count: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
-                n = int(msg.reply.split(".", 5)[4]) if v1 else deliveries_of(msg)
+                n = deliveries_of(msg)
                 if n > 1:
                     batch.redeliveries += 1
                 try:

@@ -26,6 +26,7 @@ from natsdemo.deadletter import deliveries_of
 from natsdemo.drain import Drainer, Handler
 from natsdemo.drain_queue import DrainSettings, enqueue, ensure_queue, queue_names
 from natsdemo.errors import UsageError
+from natsdemo.names import ack_fields
 
 
 def demo_handler(
@@ -55,8 +56,8 @@ def demo_handler(
         if fail_rate > 0 and rng.random() < fail_rate:
             raise RuntimeError("simulated failure (--fail-rate)")
         if fd is not None:  # the side effect happens first, then the rest of the work, then the ack
-            tokens = msg.reply.split(".")
-            seq = tokens[5] if len(tokens) == 9 else tokens[7]
+            fields = ack_fields(msg.reply)
+            seq = fields.stream_seq if fields else 0
             os.write(fd, f"{worker} {seq} {deliveries_of(msg)} {msg.subject}\n".encode())
         if work_ms > 0:
             await asyncio.sleep(work_ms / 1000)

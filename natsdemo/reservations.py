@@ -39,7 +39,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from natsdemo.conn import create_stream_if_missing, publish_acked, replicas_for
 from natsdemo.errors import UsageError
-from natsdemo.names import check_token, is_token
+from natsdemo.names import ack_fields, check_token, is_token
 
 log = logging.getLogger("natsdemo.reservations")
 
@@ -154,10 +154,10 @@ def js_meta(reply: str) -> tuple[int, int, int]:
 
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
-    t = reply.split(".")
-    if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-        return int(t[5]), int(t[7]), int(t[8])
-    return int(t[7]), int(t[9]), int(t[10])  # v2: with domain and account hash
+    fields = ack_fields(reply)
+    if fields is None:
+        raise ValueError(f"not a JetStream delivery: {reply!r}")
+    return fields.stream_seq, fields.timestamp_ns, fields.pending
 
 
 @dataclass
