@@ -259,3 +259,17 @@ async def test_dead_letters_of_an_empty_queue_is_an_empty_list(nc):
     js = nc.jetstream()
     await ensure_queue(js, "empty-dead")
     assert await dead_letters(js, "empty-dead") == []
+
+
+async def test_default_queue_contract_is_as_documented(nc):
+    """README: work-queue stream on NAME-queue.>, durable NAME, explicit acks, 30 s / 5 / 4096."""
+    from nats.js.api import AckPolicy, RetentionPolicy
+
+    js = nc.jetstream()
+    info = await ensure_queue(js, "docs-q")
+    assert info.name == "docs-q" and info.stream_name == "DOCS_Q_QUEUE"
+    cfg = info.config
+    assert (cfg.ack_policy, cfg.ack_wait, cfg.max_deliver, cfg.max_ack_pending) == (AckPolicy.EXPLICIT, 30, 5, 4096)
+    stream = await js.stream_info("DOCS_Q_QUEUE")
+    assert stream.config.subjects == ["docs-q-queue.>"] and stream.config.retention == RetentionPolicy.WORK_QUEUE
+    assert (await js.stream_info("DOCS_Q_DEAD")).config.subjects == ["docs-q-dead.>"]

@@ -247,3 +247,15 @@ def test_validity_plot_marks_now_rotation_and_the_replaced_certificate(ca):
     assert len(colors) == 4 and len(set(colors)) == 3  # valid green, expired red, replaced grey
     assert [t.get_text() for t in plot.plot.ax.get_legend().get_texts()] == ["now", "rotation"]
     plot.plot.close()
+
+
+def test_lifetimes_are_as_documented(tmp_path):
+    """README: leaves live --days, the CA at least a year, and no leaf outlives its CA."""
+    pki.ensure_certs(tmp_path, days=30)
+    ca = pki.load_cert(tmp_path / "ca.pem")
+    assert ca.not_valid_after_utc - ca.not_valid_before_utc >= dt.timedelta(days=365)
+    for name in ("server", "client-alice", "client-bob"):
+        leaf = pki.load_cert(tmp_path / f"{name}.pem")
+        life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+        assert dt.timedelta(days=29) < life <= dt.timedelta(days=30, minutes=10), (name, life)
+        assert leaf.not_valid_after_utc <= ca.not_valid_after_utc

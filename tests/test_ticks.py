@@ -44,6 +44,9 @@ async def test_stream_creation_is_idempotent_and_race_safe(nats_server):
         assert info.config.subjects == ["schedule.>"]
         assert info.config.allow_msg_schedules is True
         assert info.config.duplicate_window == 300  # five minutes: the notebook's table says so
+        # the rest of the README's contract: file storage, bounded per subject, no age limit
+        assert info.config.storage == api.StorageType.FILE and info.config.max_msgs_per_subject == 100_000
+        assert not info.config.max_age
     finally:
         for c in conns:
             await c.drain()
