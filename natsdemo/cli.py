@@ -1,38 +1,40 @@
 """The command line: ``python -m natsdemo COMMAND`` (or the ``natsdemo`` console script).
 
-Each command lives in the module that teaches it; that module defines ``configure_cli(parser)``
-and ``run_cli(args) -> int``. Bad input is reported as one readable line on stderr with a non-zero
-exit code, never a traceback (set ``NATSDEMO_DEBUG=1`` to see one).
+The single entry point, above every layer. Each command lives in the module that teaches it; that
+module defines ``configure_cli(parser)`` and ``run_cli(args) -> int`` (or ``configure_NAME`` and
+``run_NAME``). Only the chosen command's module is imported, so the services (``tick``, ``drain``,
+``reservations``, ``certs``) run with the library alone (``pip install .``), and the workbook's
+commands say which extra they need. Bad input is reported as one readable line on stderr with a
+non-zero exit code, never a traceback (set ``NATSDEMO_DEBUG=1`` to see one).
 
-Defined in notebooks/00_start_here.ipynb
+Not taught on its own: every notebook runs its commands (00 lists them).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
-import signal
 import ssl
 import sys
-import threading
 from collections.abc import Sequence
+from types import ModuleType
 
-from natsdemo.errors import UsageError
+from natsdemo.core.errors import UsageError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "server": ("natsdemo.admin", "run a nats-server in the foreground and print its URL"),
-    "certs": ("natsdemo.pki", "make a CA, server and client certificates"),
-    "tick": ("natsdemo.tick_service", "publish cron ticks on schedule.<name>"),
-    "drain": ("natsdemo.drain_service", "drain the work queue on every tick"),
-    "reservations": ("natsdemo.reservation_service", "run the reservation timeout service"),
-    "cluster": ("natsdemo.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
-    "bench": ("natsdemo.bench", "run a benchmark and print its figures"),
-    "doctor": ("natsdemo.admin", "pre-flight check for a workshop machine"),
-    "reset": ("natsdemo.admin", "stop stray workbook servers and clear their state"),
+    "server": ("natsdemo.workbook.admin", "run a nats-server in the foreground and print its URL"),
+    "certs": ("natsdemo.tls.cli", "make a CA, server and client certificates"),
+    "tick": ("natsdemo.ticks.service", "publish cron ticks on schedule.<name>"),
+    "drain": ("natsdemo.drain.service", "drain the work queue on every tick"),
+    "reservations": ("natsdemo.reservations.service", "run the reservation timeout service"),
+    "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
+    "bench": ("natsdemo.workbook.bench", "run a benchmark and print its figures"),
+    "doctor": ("natsdemo.workbook.admin", "pre-flight check for a workshop machine"),
+    "reset": ("natsdemo.workbook.admin", "stop stray workbook servers and clear their state"),
 }
+WORKBOOK_EXTRA = "pip install 'natsdemo[workbook]' (or: pip install -r requirements.txt)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,8 +42,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _module(command: str):
-    return importlib.import_module(COMMANDS[command][0])
+class MissingExtra(Exception):
+    """A workbook command in an install without the workbook's packages."""
+
+
+def _module(command: str) -> ModuleType:
+    try:
+        return importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "natsdemo":
+            raise
+        raise MissingExtra(f"`{command}` needs {exc.name}, part of the workbook: {WORKBOOK_EXTRA}") from None
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -66,7 +77,11 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+    except MissingExtra as exc:
+        print(f"natsdemo {command}: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     mod = _module(args.command)
     run = getattr(mod, f"run_{args.command}", None) or mod.run_cli
@@ -88,7 +103,7 @@ def explain(exc: BaseException, server: str | None = None) -> str:
     """A plain-words explanation of a connection or server error, with what to do."""
     import nats.errors
 
-    from natsdemo.server import ServerStartError
+    from natsdemo.workbook.binary import ServerStartError
 
     if isinstance(exc, ServerStartError):
         return _one_line(exc)
@@ -104,32 +119,3 @@ def explain(exc: BaseException, server: str | None = None) -> str:
             f"start one with `python -m natsdemo server` or pass --server (tried {url})"
         )
     return f"{type(exc).__name__}: {_one_line(exc)}"
-
-
-def stop_event(grace: float = 30.0) -> asyncio.Event:
-    """An event set on SIGINT or SIGTERM, for services that shut down gracefully.
-
-    Call it from inside the running loop (``asyncio.run``). The graceful shutdown gets ``grace``
-    seconds: if something hangs (a library task that ignores cancellation), the process exits
-    anyway, and a second signal exits at once. A service never outlives a stop request.
-    """
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if event.is_set():
-            print("second stop signal: exiting now", file=sys.stderr, flush=True)
-            os._exit(130)
-        event.set()
-        timer = threading.Timer(grace, _exit_after_grace, args=(grace,))
-        timer.daemon = True  # a clean exit does not wait for it
-        timer.start()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    return event
-
-
-def _exit_after_grace(grace: float) -> None:
-    print(f"graceful shutdown took longer than {grace:g} s: exiting", file=sys.stderr, flush=True)
-    os._exit(1)

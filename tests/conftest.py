@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from natsdemo.server import NatsServer
+from natsdemo.workbook.server import NatsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from natsdemo.server import free_ports
+from natsdemo.workbook.binary import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

@@ -15,7 +15,8 @@ import nats
 import psutil
 import pytest
 
-from natsdemo.server import NatsServer, free_ports
+from natsdemo.workbook.binary import free_ports
+from natsdemo.workbook.server import NatsServer
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -111,7 +112,7 @@ def test_reset_stops_stray_servers():
         [
             sys.executable,
             "-c",
-            "from natsdemo.server import NatsServer; import time; "
+            "from natsdemo.workbook.server import NatsServer; import time; "
             "s = NatsServer(name='t-stray').start(); print(s.pid, flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -162,7 +163,7 @@ def test_console_script_is_installed():
 
 _HANGS_ON_SHUTDOWN = """
 import asyncio
-from natsdemo.cli import stop_event
+from natsdemo.core.service import stop_event
 
 async def main():
     stop = stop_event(grace={grace})

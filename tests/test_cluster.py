@@ -14,10 +14,12 @@ import nats.errors
 import psutil
 import pytest
 
-from natsdemo.cluster import LocalCluster
-from natsdemo.conn import connect, default_replicas, publish_acked
-from natsdemo.errors import Unavailable
-from natsdemo.services import ServiceProcess, stop_all
+from natsdemo.core.connect import connect
+from natsdemo.core.errors import Unavailable
+from natsdemo.core.publish import publish_acked
+from natsdemo.core.streams import default_replicas
+from natsdemo.workbook.cluster import LocalCluster
+from natsdemo.workbook.services import ServiceProcess, stop_all
 from tests.conftest import ROOT, assert_one_line_error, run_cli, until
 
 pytestmark = pytest.mark.slow
@@ -127,7 +129,7 @@ def _audit(events: list) -> dict[str, list]:
 
 async def test_services_keep_their_invariants_when_a_node_is_killed(tmp_path: Path):
     from natsdemo import drain, reservations
-    from natsdemo.drain_ui import read_processed_log
+    from natsdemo.workbook.labs.drain import read_processed_log
 
     cluster = LocalCluster(nodes=3, certs=tmp_path / "certs").start()
     services = _services(cluster, tmp_path)

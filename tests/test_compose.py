@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from natsdemo.pki import ensure_certs
-from natsdemo.server import nats_server_binary
+from natsdemo.tls import ensure_certs
+from natsdemo.workbook.binary import nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

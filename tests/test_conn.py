@@ -1,4 +1,4 @@
-"""natsdemo.conn's JetStream helpers against a real server: racing creators, overlapping subjects."""
+"""natsdemo.core.connect's JetStream helpers against a real server: racing creators, overlapping subjects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from nats.js.api import StreamConfig
 
-from natsdemo.conn import create_stream_if_missing
+from natsdemo.core.streams import create_stream_if_missing
 
 
 async def test_racing_creators_all_get_the_same_stream(nc):

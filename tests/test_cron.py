@@ -1,4 +1,4 @@
-"""natsdemo.cron, pure computation (no server): the seconds-first convention and croniter's trap,
+"""natsdemo.core.cron, pure computation (no server): the seconds-first convention and croniter's trap,
 normalisation and plain-words errors, the DST policy in two zones, RFC 3339 instants, and no NATS import."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from natsdemo.cron import normalize_cron, parse_cron, parse_rfc3339, rfc3339, wall_to_instant
-from natsdemo.errors import UsageError
+from natsdemo.core.cron import normalize_cron, parse_cron, parse_rfc3339, rfc3339, wall_to_instant
+from natsdemo.core.errors import UsageError
 from tests.conftest import ROOT
 
 BERLIN = "Europe/Berlin"
@@ -132,6 +132,6 @@ def test_rfc3339_is_utc_with_milliseconds_only_when_needed_and_round_trips():
 
 
 def test_the_cron_module_imports_no_nats():
-    code = "import sys, natsdemo.cron; print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))"
+    code = "import sys, natsdemo.core.cron; print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"

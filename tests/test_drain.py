@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from natsdemo.core.errors import UsageError
 from natsdemo.drain import (
     Drainer,
     DrainSettings,
@@ -18,7 +19,6 @@ from natsdemo.drain import (
     queue_names,
     queue_state,
 )
-from natsdemo.errors import UsageError
 from natsdemo.ticks import publish_tick
 from tests.conftest import assert_one_line_error, run_cli, wait_for
 
@@ -253,8 +253,7 @@ async def test_an_item_never_acked_stops_at_max_deliver_and_stays_in_the_stream(
 
 
 async def test_dead_letters_of_an_empty_queue_is_an_empty_list(nc):
-    from natsdemo.deadletter import dead_letters
-    from natsdemo.drain_queue import ensure_queue
+    from natsdemo.drain import dead_letters, ensure_queue
 
     js = nc.jetstream()
     await ensure_queue(js, "empty-dead")

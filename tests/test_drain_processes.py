@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from natsdemo.drain import enqueue, queue_state
-from natsdemo.drain_ui import read_processed_log
 from natsdemo.ticks import publish_tick
+from natsdemo.workbook.labs.drain import read_processed_log
 from tests.conftest import ARTIFACTS, ROOT
 
 N = 10_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from natsdemo.names import AckFields, ack_fields
+from natsdemo.core.names import AckFields, ack_fields
 
 
 def test_both_ack_subject_layouts():

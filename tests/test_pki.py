@@ -1,4 +1,4 @@
-"""natsdemo.pki without a server: what the certificates contain, the idempotent `certs` command,
+"""natsdemo.tls.pki without a server: what the certificates contain, the idempotent `certs` command,
 key hygiene (0600, never in git), and the plain-words error explanations."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from natsdemo import pki, tls
+from natsdemo import tls
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 # a PEM private key header, spelled so that this file does not match itself
@@ -27,8 +27,8 @@ STANDARD = {
 
 
 @pytest.fixture(scope="module")
-def ca() -> pki.Issued:
-    return pki.make_ca()
+def ca() -> tls.Issued:
+    return tls.make_ca()
 
 
 def _ext(cert: x509.Certificate, cls: type) -> object:
@@ -43,52 +43,52 @@ def test_ca_is_a_self_signed_ecdsa_p256_ca(ca):
     usage = _ext(cert, x509.KeyUsage)
     assert usage.key_cert_sign and usage.crl_sign
     assert isinstance(ca.key, ec.EllipticCurvePrivateKey) and ca.key.curve.name == "secp256r1"
-    assert cert.not_valid_after_utc - cert.not_valid_before_utc <= dt.timedelta(days=pki.CA_DAYS, minutes=1)
-    leaf = pki.make_server_cert(ca).cert
-    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(days=pki.DEFAULT_DAYS, minutes=1)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc <= dt.timedelta(days=tls.CA_DAYS, minutes=1)
+    leaf = tls.make_server_cert(ca).cert
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(days=tls.DEFAULT_DAYS, minutes=1)
 
 
 def test_server_cert_has_sans_and_both_ekus(ca):
-    srv = pki.make_server_cert(ca, ["nats-1", "10.0.0.7"])
+    srv = tls.make_server_cert(ca, ["nats-1", "10.0.0.7"])
     srv.cert.verify_directly_issued_by(ca.cert)
-    assert pki.sans(srv.cert)["hosts"] == ["localhost", "nats-1", "127.0.0.1", "::1", "10.0.0.7"]
+    assert tls.sans(srv.cert)["hosts"] == ["localhost", "nats-1", "127.0.0.1", "::1", "10.0.0.7"]
     eku = list(_ext(srv.cert, x509.ExtendedKeyUsage))
-    assert eku == [pki.SERVER_AUTH, pki.CLIENT_AUTH]
+    assert eku == [tls.SERVER_AUTH, tls.CLIENT_AUTH]
     assert _ext(srv.cert, x509.BasicConstraints).ca is False
 
 
 def test_client_cert_has_email_san_and_client_auth_only(ca):
-    alice = pki.make_client_cert(ca, "alice")
-    assert pki.sans(alice.cert) == {"hosts": [], "emails": ["alice@natsdemo.test"]}
-    assert list(_ext(alice.cert, x509.ExtendedKeyUsage)) == [pki.CLIENT_AUTH]
+    alice = tls.make_client_cert(ca, "alice")
+    assert tls.sans(alice.cert) == {"hosts": [], "emails": ["alice@natsdemo.test"]}
+    assert list(_ext(alice.cert, x509.ExtendedKeyUsage)) == [tls.CLIENT_AUTH]
 
 
 def test_bad_certificates_are_bad_in_the_intended_way(ca):
-    bad = pki.bad_certs(ca)
-    t = pki.now()
+    bad = tls.bad_certs(ca)
+    t = tls.now()
     assert bad["expired"].cert.not_valid_after_utc < t
     assert bad["not_yet_valid"].cert.not_valid_before_utc > t
-    assert "127.0.0.1" not in pki.sans(bad["wrong_san"].cert)["hosts"]
-    assert pki.sans(bad["cn_only"].cert) == {"hosts": [], "emails": []}
+    assert "127.0.0.1" not in tls.sans(bad["wrong_san"].cert)["hosts"]
+    assert tls.sans(bad["cn_only"].cert) == {"hosts": [], "emails": []}
     assert bad["other_ca_root"].cert.subject != ca.cert.subject
     bad["other_ca"].cert.verify_directly_issued_by(bad["other_ca_root"].cert)
     with pytest.raises(Exception):  # noqa: B017 - any verification failure will do
         bad["other_ca"].cert.verify_directly_issued_by(ca.cert)
-    assert list(_ext(bad["wrong_eku_client"].cert, x509.ExtendedKeyUsage)) == [pki.SERVER_AUTH]
+    assert list(_ext(bad["wrong_eku_client"].cert, x509.ExtendedKeyUsage)) == [tls.SERVER_AUTH]
     with pytest.raises(x509.ExtensionNotFound):
         _ext(bad["no_eku_client"].cert, x509.ExtendedKeyUsage)
     assert bad["expired_client"].cert.not_valid_after_utc < t
 
 
 def test_describe_and_table(ca, tmp_path):
-    srv = pki.make_server_cert(ca)
+    srv = tls.make_server_cert(ca)
     path, _ = srv.write(tmp_path, "server")
-    row = pki.describe(path)
+    row = tls.describe(path)
     assert row["EKU"] == "serverAuth, clientAuth"
     assert row["SANs"] == "localhost, 127.0.0.1, ::1"
     assert row["CA"] == "no" and row["state"].startswith("valid")
-    assert pki.describe(pki.bad_certs(ca)["expired"])["state"] == "expired"
-    table = pki.CertTable({"ca": ca, "server": path})
+    assert tls.describe(tls.bad_certs(ca)["expired"])["state"] == "expired"
+    table = tls.CertTable({"ca": ca, "server": path})
     html = table._repr_html_()
     assert "<table>" in html and "natsdemo CA" in html and "serverAuth" in html
     assert "server" in repr(table)
@@ -100,41 +100,41 @@ def _modes(folder: Path) -> dict[str, int]:
 
 def test_ensure_certs_is_idempotent_and_keys_are_0600(tmp_path):
     out = tmp_path / "certs"
-    first = pki.ensure_certs(out)
+    first = tls.ensure_certs(out)
     assert set(first.values()) == {"created"}
     assert {p.name for p in out.iterdir()} == STANDARD
     modes = _modes(out)
     assert all(modes[n] == 0o600 for n in STANDARD if n.endswith("-key.pem")), modes
-    serials = {n: pki.load_cert(out / n).serial_number for n in STANDARD if not n.endswith("-key.pem")}
+    serials = {n: tls.load_cert(out / n).serial_number for n in STANDARD if not n.endswith("-key.pem")}
 
-    again = pki.ensure_certs(out)
+    again = tls.ensure_certs(out)
     assert set(again.values()) == {"kept"}
-    assert serials == {n: pki.load_cert(out / n).serial_number for n in serials}
+    assert serials == {n: tls.load_cert(out / n).serial_number for n in serials}
 
     # a missing key and an expired certificate are regenerated, the rest is kept
     (out / "client-bob-key.pem").unlink()
-    ca = pki.load(out, "ca")
-    pki.bad_certs(ca)["expired"].write(out, "server")
-    third = pki.ensure_certs(out)
+    ca = tls.load(out, "ca")
+    tls.bad_certs(ca)["expired"].write(out, "server")
+    third = tls.ensure_certs(out)
     assert third == {"ca": "kept", "server": "created", "client-alice": "kept", "client-bob": "created"}
-    assert pki.load_cert(out / "server.pem").not_valid_after_utc > pki.now()
+    assert tls.load_cert(out / "server.pem").not_valid_after_utc > tls.now()
 
     # a host the server certificate lacks means a new server certificate
-    assert pki.ensure_certs(out, hosts=["n1"])["server"] == "created"
-    assert "n1" in pki.sans(pki.load_cert(out / "server.pem"))["hosts"]
+    assert tls.ensure_certs(out, hosts=["n1"])["server"] == "created"
+    assert "n1" in tls.sans(tls.load_cert(out / "server.pem"))["hosts"]
 
-    forced = pki.ensure_certs(out, force=True)
+    forced = tls.ensure_certs(out, force=True)
     assert set(forced.values()) == {"created"}
-    assert all(pki.load_cert(out / n).serial_number != s for n, s in serials.items())
+    assert all(tls.load_cert(out / n).serial_number != s for n, s in serials.items())
     assert all(_modes(out)[n] == 0o600 for n in STANDARD if n.endswith("-key.pem"))
 
 
 def test_a_new_ca_reissues_everything(tmp_path):
-    pki.ensure_certs(tmp_path)
+    tls.ensure_certs(tmp_path)
     (tmp_path / "ca-key.pem").unlink()
-    assert set(pki.ensure_certs(tmp_path).values()) == {"created"}
-    ca = pki.load_cert(tmp_path / "ca.pem")
-    pki.load_cert(tmp_path / "client-alice.pem").verify_directly_issued_by(ca)
+    assert set(tls.ensure_certs(tmp_path).values()) == {"created"}
+    ca = tls.load_cert(tmp_path / "ca.pem")
+    tls.load_cert(tmp_path / "client-alice.pem").verify_directly_issued_by(ca)
 
 
 def test_cli_writes_the_standard_set_then_keeps_it(tmp_path):
@@ -143,11 +143,11 @@ def test_cli_writes_the_standard_set_then_keeps_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} == STANDARD
     assert proc.stdout.count("created") == 4
-    assert "nats" in pki.sans(pki.load_cert(out / "server.pem"))["hosts"]
-    left = pki.load_cert(out / "server.pem").not_valid_after_utc - pki.now()
+    assert "nats" in tls.sans(tls.load_cert(out / "server.pem"))["hosts"]
+    left = tls.load_cert(out / "server.pem").not_valid_after_utc - tls.now()
     assert dt.timedelta(days=6) < left <= dt.timedelta(days=7)
-    ca_left = pki.load_cert(out / "ca.pem").not_valid_after_utc - pki.now()
-    assert ca_left > dt.timedelta(days=pki.CA_DAYS - 1)
+    ca_left = tls.load_cert(out / "ca.pem").not_valid_after_utc - tls.now()
+    assert ca_left > dt.timedelta(days=tls.CA_DAYS - 1)
     again = run_cli("certs", "--out", str(out))
     assert again.returncode == 0 and again.stdout.count("kept") == 4, again.stdout
     forced = run_cli("certs", "--out", str(out), "--force")
@@ -210,7 +210,7 @@ def test_no_private_key_in_git():
 def test_key_files_are_never_world_readable_even_briefly(tmp_path):
     old = os.umask(0)
     try:
-        pki.make_ca().write(tmp_path, "ca")
+        tls.make_ca().write(tmp_path, "ca")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "ca-key.pem").stat().st_mode) == 0o600
@@ -237,11 +237,11 @@ def test_validity_plot_marks_now_rotation_and_the_replaced_certificate(ca):
     import matplotlib
 
     matplotlib.use("Agg")
-    from natsdemo.tls_ui import ValidityPlot
+    from natsdemo.workbook.labs.tls import ValidityPlot
 
     plot = ValidityPlot()
-    plot.show({"CA": ca, "server": pki.make_server_cert(ca), "old": pki.bad_certs(ca)["expired"]}, current="server")
-    name = plot.rotated(pki.make_server_cert(ca, days=45))
+    plot.show({"CA": ca, "server": tls.make_server_cert(ca), "old": tls.bad_certs(ca)["expired"]}, current="server")
+    name = plot.rotated(tls.make_server_cert(ca, days=45))
     assert name == "server #2" and plot.retired == {"server"} and len(plot.rotations) == 1
     colors = [tuple(round(c, 2) for c in bar.get_facecolor()[:3]) for bar in plot.plot.ax.patches]
     assert len(colors) == 4 and len(set(colors)) == 3  # valid green, expired red, replaced grey
@@ -251,11 +251,11 @@ def test_validity_plot_marks_now_rotation_and_the_replaced_certificate(ca):
 
 def test_lifetimes_are_as_documented(tmp_path):
     """README: leaves live --days, the CA at least a year, and no leaf outlives its CA."""
-    pki.ensure_certs(tmp_path, days=30)
-    ca = pki.load_cert(tmp_path / "ca.pem")
+    tls.ensure_certs(tmp_path, days=30)
+    ca = tls.load_cert(tmp_path / "ca.pem")
     assert ca.not_valid_after_utc - ca.not_valid_before_utc >= dt.timedelta(days=365)
     for name in ("server", "client-alice", "client-bob"):
-        leaf = pki.load_cert(tmp_path / f"{name}.pem")
+        leaf = tls.load_cert(tmp_path / f"{name}.pem")
         life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
         assert dt.timedelta(days=29) < life <= dt.timedelta(days=30, minutes=10), (name, life)
         assert leaf.not_valid_after_utc <= ca.not_valid_after_utc

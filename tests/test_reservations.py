@@ -13,9 +13,9 @@ import pytest
 from nats.js.api import StreamConfig
 
 from natsdemo import reservations as R
-from natsdemo.errors import UsageError
-from natsdemo.reservation_service import TimeoutService
-from natsdemo.timers import Scheduler
+from natsdemo.core.errors import UsageError
+from natsdemo.core.timers import Scheduler
+from natsdemo.reservations.service import TimeoutService
 from tests.conftest import assert_one_line_error, run_cli, wait_for
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from natsdemo import reservations as R
-from natsdemo.server import NatsServer
+from natsdemo.workbook.server import NatsServer
 from tests.conftest import ROOT
 
 N = 1000

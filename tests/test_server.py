@@ -1,4 +1,4 @@
-"""natsdemo.server against the real binary: readiness, clean stop, no orphans, NATS_URL, errors."""
+"""natsdemo.workbook.server against the real binary: readiness, clean stop, no orphans, NATS_URL, errors."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from natsdemo import server as S
-from natsdemo.server import CONFIG_DIR, NatsServer, ServerStartError, check_config, find_or_start
+from natsdemo.workbook.binary import CONFIG_DIR, ServerStartError, check_config, nats_server_binary
+from natsdemo.workbook.find import ExternalServer, find_or_start
+from natsdemo.workbook.registry import reap_stale, registered_servers, state_dir
+from natsdemo.workbook.server import NatsServer
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
@@ -37,11 +39,11 @@ def test_start_ready_and_stop_leaves_nothing():
     assert srv.url.startswith("nats://127.0.0.1:") and srv.client_port != 4222
     assert "Server is ready" in srv.log_text()
     assert srv.varz()["jetstream"]["config"]["store_dir"].startswith(str(run_dir))
-    assert any(e["pid"] == pid for e in S.registered_servers())
+    assert any(e["pid"] == pid for e in registered_servers())
     srv.stop()
     assert _gone(pid)
     assert not run_dir.exists()
-    assert all(e["pid"] != pid for e in S.registered_servers())
+    assert all(e["pid"] != pid for e in registered_servers())
 
 
 async def test_async_context_manager_serves_jetstream():
@@ -112,11 +114,11 @@ def test_find_or_start_reuses_this_processes_server():
 
 
 def test_nats_url_means_no_server_is_started(monkeypatch: pytest.MonkeyPatch):
-    before = {e["pid"] for e in S.registered_servers()}
+    before = {e["pid"] for e in registered_servers()}
     monkeypatch.setenv("NATS_URL", "nats://example.invalid:4222")
     srv = find_or_start("t-env")
-    assert isinstance(srv, S.ExternalServer) and srv.url == "nats://example.invalid:4222"
-    assert {e["pid"] for e in S.registered_servers()} == before
+    assert isinstance(srv, ExternalServer) and srv.url == "nats://example.invalid:4222"
+    assert {e["pid"] for e in registered_servers()} == before
 
 
 def test_a_server_whose_owner_was_killed_dies_with_it(tmp_path: Path):
@@ -124,7 +126,7 @@ def test_a_server_whose_owner_was_killed_dies_with_it(tmp_path: Path):
     script = textwrap.dedent(
         """
         import sys, time
-        from natsdemo.server import NatsServer
+        from natsdemo.workbook.server import NatsServer
         srv = NatsServer(name="t-orphan").start()
         print(srv.pid, flush=True)
         time.sleep(60)
@@ -145,7 +147,7 @@ def test_a_server_whose_owner_was_killed_dies_with_it(tmp_path: Path):
 def test_reap_stale_stops_a_server_whose_owner_is_gone(tmp_path: Path):
     """The registry case: a server started without the death signal, owner recorded as dead."""
     proc = subprocess.Popen(
-        [S.nats_server_binary(), "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -162,8 +164,8 @@ def test_reap_stale_stops_a_server_whose_owner_is_gone(tmp_path: Path):
             "run_dir": None,
             "temp_store": False,
         }
-        (S.state_dir() / "servers" / f"{proc.pid}.json").write_text(json.dumps(entry))
-        reaped = S.reap_stale()
+        (state_dir() / "servers" / f"{proc.pid}.json").write_text(json.dumps(entry))
+        reaped = reap_stale()
         assert proc.pid in reaped
         assert proc.wait(10) is not None
     finally:
@@ -185,7 +187,7 @@ def test_kill_then_start_again_keeps_the_temporary_store():
 
 def _kernel_server_pid(kc) -> int:
     """Start a workbook server inside a real ipykernel and return its pid."""
-    code = "from natsdemo.server import find_or_start\nprint(find_or_start('kernel').pid)"
+    code = "from natsdemo.workbook.find import find_or_start\nprint(find_or_start('kernel').pid)"
     lines = []
     kc.execute_interactive(code, timeout=60, output_hook=lambda m: lines.append(m["content"].get("text", "")))
     return int("".join(lines).strip())

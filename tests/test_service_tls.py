@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from natsdemo.conn import connect
-from natsdemo.pki import ensure_certs
-from natsdemo.tls import TlsServer
+from natsdemo.core.connect import connect
+from natsdemo.tls import ensure_certs
+from natsdemo.workbook.tls_servers import TlsServer
 from tests.conftest import ROOT, run_cli
 
 

@@ -13,10 +13,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from nats.js import api
 
-from natsdemo.errors import UsageError
-from natsdemo.schedules import install_server_schedule, remove_server_schedule
-from natsdemo.server import NatsServer
-from natsdemo.ticks import SCHEDULE_STREAM, TickConsumer, Ticker, ensure_schedule_stream, publish_tick, tick_msg_id
+from natsdemo.core.errors import UsageError
+from natsdemo.ticks import (
+    SCHEDULE_STREAM,
+    TickConsumer,
+    Ticker,
+    ensure_schedule_stream,
+    install_server_schedule,
+    publish_tick,
+    remove_server_schedule,
+    tick_msg_id,
+)
+from natsdemo.workbook.server import NatsServer
 
 BERLIN = "Europe/Berlin"
 

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from natsdemo.schedules import install_server_schedule
-from natsdemo.ticks import SCHEDULE_STREAM, TickConsumer, ensure_schedule_stream
+from natsdemo.ticks import SCHEDULE_STREAM, TickConsumer, ensure_schedule_stream, install_server_schedule
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 UNREACHABLE = "nats://127.0.0.1:1"

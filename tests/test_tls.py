@@ -14,8 +14,10 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from natsdemo import pki, tls
-from natsdemo.server import ServerStartError, free_ports, monitor_json
+from natsdemo import tls
+from natsdemo.workbook.binary import ServerStartError, free_ports
+from natsdemo.workbook.monitor import monitor_json
+from natsdemo.workbook.tls_servers import TlsServer, check_config_in, rotate_server_cert
 from tests.conftest import until
 
 TLS_CONFIGS = [
@@ -31,8 +33,8 @@ def pkidir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """good/ (the standard set), one folder per bad server certificate, and bad client pairs at top level."""
     base = tmp_path_factory.mktemp("pki")
     good = base / "good"
-    pki.ensure_certs(good, days=5)
-    bad = pki.bad_certs(pki.load(good, "ca"))
+    tls.ensure_certs(good, days=5)
+    bad = tls.bad_certs(tls.load(good, "ca"))
     for name in ("expired", "not_yet_valid", "wrong_san", "cn_only"):
         d = base / name
         d.mkdir()
@@ -47,19 +49,19 @@ def pkidir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # a route certificate with serverAuth only (routes dial out as clients too)
     serveronly = base / "serveronly"
     shutil.copytree(good, serveronly)
-    pki.make_cert(pki.load(good, "ca"), "natsdemo server", hosts=pki.DEFAULT_HOSTS, eku=(pki.SERVER_AUTH,)).write(
+    tls.make_cert(tls.load(good, "ca"), "natsdemo server", hosts=tls.DEFAULT_HOSTS, eku=(tls.SERVER_AUTH,)).write(
         serveronly, "server"
     )
     # a key that does not belong to its certificate
     mismatch = base / "mismatch"
     shutil.copytree(good, mismatch)
-    (mismatch / "server-key.pem").write_bytes(pki.make_server_cert(pki.load(good, "ca")).key_pem)
+    (mismatch / "server-key.pem").write_bytes(tls.make_server_cert(tls.load(good, "ca")).key_pem)
     return base
 
 
 @contextlib.asynccontextmanager
-async def serving(config: str, certs: Path, **kw: object) -> AsyncIterator[tls.TlsServer]:
-    srv = tls.TlsServer(config=config, certs=certs, name="tlstest", **kw)  # type: ignore[arg-type]
+async def serving(config: str, certs: Path, **kw: object) -> AsyncIterator[TlsServer]:
+    srv = TlsServer(config=config, certs=certs, name="tlstest", **kw)  # type: ignore[arg-type]
     await srv.astart()
     try:
         yield srv
@@ -96,18 +98,18 @@ async def crosses(from_url: str, to_url: str, client_tls, subject: str, data: by
 # ------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("config", TLS_CONFIGS)
 def test_config_is_valid_when_run_in_the_certs_folder(pkidir, config):
-    ok, text = tls.check_config_in(config, pkidir / "good", CONFIG_ENV)
+    ok, text = check_config_in(config, pkidir / "good", CONFIG_ENV)
     assert ok, text
 
 
 def test_config_paths_resolve_against_the_working_directory(pkidir, tmp_path):
     """Measured: nats-server opens relative cert paths from its cwd, not from the config's folder."""
-    ok, text = tls.check_config_in("tls.conf", tmp_path)
+    ok, text = check_config_in("tls.conf", tmp_path)
     assert not ok and "server.pem: no such file" in text
 
 
 def test_leaf_spoke_needs_its_hub_url_from_the_environment(pkidir):
-    ok, text = tls.check_config_in("leaf-spoke.conf", pkidir / "good", {})
+    ok, text = check_config_in("leaf-spoke.conf", pkidir / "good", {})
     assert not ok and "NATSDEMO_HUB_URL" in text
 
 
@@ -116,7 +118,7 @@ async def test_tls_server_is_ready_and_reports_its_certificate(pkidir):
         assert srv.client_port and srv.monitor_port  # readiness lines parsed with TLS on
         varz = monitor_json(srv, "varz")
         assert varz["tls_required"] is True
-        cert = pki.load_cert(pkidir / "good" / "server.pem")
+        cert = tls.load_cert(pkidir / "good" / "server.pem")
         assert varz["tls_cert_not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
         presented = await tls.server_certificate(srv.url)
         assert presented.serial_number == cert.serial_number
@@ -200,7 +202,7 @@ async def test_cert_none_accepts_an_impostor(pkidir):
 
 
 def test_key_that_does_not_match_its_certificate(pkidir):
-    srv = tls.TlsServer(config="tls.conf", certs=pkidir / "mismatch", name="tlstest")
+    srv = TlsServer(config="tls.conf", certs=pkidir / "mismatch", name="tlstest")
     try:
         with pytest.raises(ServerStartError, match="private key does not match public key"):
             srv.start()
@@ -251,12 +253,12 @@ async def test_verify_and_map_users_and_permissions(pkidir):
 async def test_rotation_with_reload_keeps_clients_and_serves_the_new_certificate(pkidir, tmp_path):
     certs = tmp_path / "rot"
     shutil.copytree(pkidir / "good", certs)
-    old = pki.load_cert(certs / "server.pem")
+    old = tls.load_cert(certs / "server.pem")
     async with serving("tls.conf", certs) as srv:
         before = await nats.connect(srv.url, tls=ctx(pkidir), allow_reconnect=False)
         try:
             sub = await before.subscribe("rot")
-            new = await tls.rotate_server_cert(srv, pki.load(certs, "ca"), days=4)
+            new = await rotate_server_cert(srv, tls.load(certs, "ca"), days=4)
             want = new.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
             assert monitor_json(srv, "varz")["tls_cert_not_after"] == want
             await before.publish("rot", b"after the reload")
@@ -274,19 +276,19 @@ async def test_rotation_with_reload_keeps_clients_and_serves_the_new_certificate
 async def test_cluster_routes_use_mutual_tls_and_refuse_an_untrusted_node(pkidir):
     ports = free_ports(4)
     urls = [f"nats://127.0.0.1:{p}" for p in ports]
-    nodes: list[tls.TlsServer] = []
+    nodes: list[TlsServer] = []
     try:
         for i in range(4):
             folder = pkidir / ("good" if i < 3 else "impostor")
             routes = ",".join(u for j, u in enumerate(urls[:3]) if j != i)
-            node = tls.TlsServer(
+            node = TlsServer(
                 config="cluster-tls.conf", certs=folder, name="tlstest", server_name=f"n{i + 1}",
                 extra_args=["--cluster", urls[i], "--routes", routes],
             )
             nodes.append(node)
             await node.astart()
 
-        def peers(node: tls.TlsServer) -> set[str]:
+        def peers(node: TlsServer) -> set[str]:
             return {r["remote_name"] for r in monitor_json(node, "routez")["routes"]}
 
         full = await until(lambda: all(peers(n) == {f"n{k}" for k in (1, 2, 3)} - {f"n{i + 1}"}
@@ -304,7 +306,7 @@ async def test_cluster_routes_use_mutual_tls_and_refuse_an_untrusted_node(pkidir
 
 
 async def test_leafnode_over_mutual_tls(pkidir):
-    hub = tls.TlsServer(config="leaf-hub.conf", certs=pkidir / "good", name="tlstest",
+    hub = TlsServer(config="leaf-hub.conf", certs=pkidir / "good", name="tlstest",
                         env={"NATSDEMO_LEAF_PORT": "-1"})
     servers = [hub]
     try:
@@ -312,9 +314,9 @@ async def test_leafnode_over_mutual_tls(pkidir):
         leaf_port = monitor_json(hub, "varz")["leaf"]["port"]
         assert leaf_port > 0
         hub_url = f"tls://127.0.0.1:{leaf_port}"
-        leaf = tls.TlsServer(config="leaf-spoke.conf", certs=pkidir / "good", name="tlstest",
+        leaf = TlsServer(config="leaf-spoke.conf", certs=pkidir / "good", name="tlstest",
                              env={"NATSDEMO_HUB_URL": hub_url})
-        impostor = tls.TlsServer(config="leaf-spoke.conf", certs=pkidir / "impostor", name="tlstest",
+        impostor = TlsServer(config="leaf-spoke.conf", certs=pkidir / "impostor", name="tlstest",
                                  env={"NATSDEMO_HUB_URL": hub_url})
         servers += [leaf, impostor]
         await leaf.astart()
@@ -334,7 +336,7 @@ async def test_a_route_certificate_needs_the_client_auth_eku(pkidir):
     ports = free_ports(2)
     urls = [f"nats://127.0.0.1:{p}" for p in ports]
     nodes = [
-        tls.TlsServer(config="cluster-tls.conf", certs=pkidir / "serveronly", name="tlstest", server_name=f"e{i}",
+        TlsServer(config="cluster-tls.conf", certs=pkidir / "serveronly", name="tlstest", server_name=f"e{i}",
                       extra_args=["--cluster", urls[i], "--routes", urls[1 - i]])
         for i in range(2)
     ]
@@ -355,18 +357,17 @@ async def test_reload_is_refused_when_the_name_came_from_the_command_line(pkidir
     shutil.copytree(pkidir / "good", certs)
     async with serving("tls.conf", certs, server_name="named") as srv:
         with pytest.raises(RuntimeError, match="config reload not supported for ServerName"):
-            await tls.rotate_server_cert(srv, pki.load(certs, "ca"), days=3)
+            await rotate_server_cert(srv, tls.load(certs, "ca"), days=3)
 
 
 async def test_cn_only_certificate_is_refused_even_by_host_name(tmp_path):
     """Python's default context falls back to the CN when a certificate has no SANs; ours, like Go, does not."""
     import ssl as _ssl
 
-    from natsdemo import pki as _pki
     from natsdemo import tls as _tls
-    from natsdemo.tls_ui import TlsLab
+    from natsdemo.workbook.labs.tls import TlsLab
 
-    _pki.ensure_certs(tmp_path)
+    _tls.ensure_certs(tmp_path)
     lab = await TlsLab.open(tmp_path)
     try:
         async with lab.variant("cn_only") as srv:

@@ -10,7 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from natsdemo.widgets import LivePlot, Panel, Series, button
+from natsdemo.workbook.widgets import LivePlot, Panel, Series, button
 
 
 def _stderr(panel: Panel) -> str:

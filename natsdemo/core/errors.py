@@ -1,0 +1,16 @@
+"""Errors a user can fix: the CLI prints them as one line, the notebooks show them in plain words.
+
+Defined in notebooks/02_cron_ticks.ipynb
+"""
+
+
+class UsageError(ValueError):
+    """Bad input (a flag, a cron expression, an id...). The message says what to do instead."""
+
+
+class Unavailable(RuntimeError):
+    """JetStream did not acknowledge a publish in time (no stream leader, no quorum, no server).
+
+    No acknowledgement is ever invented: the message says whether the publish may still have been
+    stored, and how to retry safely.
+    """

@@ -1,0 +1,70 @@
+"""``publish_acked``: the one way to publish something that must not be lost.
+
+Defined in notebooks/05_production.ipynb
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+
+from natsdemo.core.errors import Unavailable
+
+
+async def publish_acked(
+    js: Any,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    stream: str | None = None,
+    timeout: float = 2.0,
+    retry_for: float = 15.0,
+    idempotent: bool | None = None,
+) -> Any:
+    """``js.publish`` that rides out a stream leader election, and never reports a false ack.
+
+    * "no responders" means no stream took the message (no leader, or no server): nothing was
+      stored, so retrying is always safe;
+    * a timeout is ambiguous (the stream may have stored it): it is retried only when a retry
+      cannot store a second copy, that is with ``Nats-Msg-Id`` (the stream de-duplicates it) or
+      when the caller says so with ``idempotent=True`` (for example a publish guarded by
+      ``Nats-Expected-Last-Subject-Sequence``, which the stream refuses once the first copy landed:
+      the caller must then read back whether that copy was its own);
+    * "duplicate message id is in process" (10158) means an earlier try is still being replicated:
+      waiting and retrying returns its acknowledgement (marked duplicate).
+
+    After ``retry_for`` seconds it raises :class:`natsdemo.core.errors.Unavailable` saying which case it was.
+    """
+    if idempotent is None:
+        idempotent = bool(headers and headers.get("Nats-Msg-Id"))
+    deadline = asyncio.get_running_loop().time() + retry_for
+    delay = 0.1
+    while True:
+        try:
+            return await js.publish(subject, payload, timeout=timeout, stream=stream, headers=headers)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
+            last, maybe_stored = exc, False
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+            last, maybe_stored = exc, True
+            if not idempotent:
+                break
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != 10158:  # "duplicate message id is in process": an earlier try is in flight
+                raise
+            last, maybe_stored = exc, True
+        if asyncio.get_running_loop().time() + delay > deadline:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    if maybe_stored:
+        hint = "it may have been stored; retry with the same Nats-Msg-Id so the stream de-duplicates it"
+    else:
+        hint = "nothing was stored; it is safe to retry"
+    raise Unavailable(
+        f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
+        f"(are most cluster nodes down?); {hint}"
+    )

@@ -1,0 +1,300 @@
+"""Tick-triggered draining: work piles up all day, and every tick empties the queue.
+
+The worker, :class:`Drainer`, reads every tick of ``schedule.NAME`` once through a JetStream
+consumer (:class:`natsdemo.ticks.consumer.TickConsumer`), never a core subscription, and then pulls
+batches from the queue's shared durable consumer until the consumer's own counters say it is
+empty. Failures are nak'd with back-off; after ``max_deliver`` attempts an item is dead-lettered
+and terminated (:mod:`natsdemo.drain.deadletter`).
+
+Defined in notebooks/03_tick_triggered_drain.ipynb
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from natsdemo.drain.deadletter import dead_letter, deliveries_of
+from natsdemo.drain.queue import DrainSettings, ensure_queue
+from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
+from natsdemo.drain.wire import queue_names
+from natsdemo.ticks.consumer import TickConsumer
+
+log = logging.getLogger("natsdemo.drain")
+
+Handler = Callable[[Msg], Awaitable[None] | None]
+
+
+PREFETCH_BELOW = 0.25  # seconds: prefetch the next batch only while a batch takes less than this
+
+
+class Drainer:
+    """One worker: on every tick, pull batches from the shared consumer until it is empty.
+
+    ``handler(msg)`` (sync or async) processes one item; returning means success (ack), raising
+    means failure (nak with back-off, or dead letter + term after ``max_deliver`` attempts).
+    A tick that arrives during a drain does not start a second drain in this worker; it asks for
+    one follow-up drain once the current one ends (several such ticks fold into one).
+
+    Defined in notebooks/03_tick_triggered_drain.ipynb
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        name: str,
+        handler: Handler,
+        settings: DrainSettings | None = None,
+        *,
+        worker: str | None = None,
+        listen_for_ticks: bool = True,
+        tick_durable: str | None = None,
+        on_drain: Callable[[DrainReport], Any] | None = None,
+    ) -> None:
+        self.js = js
+        self.names = queue_names(name)
+        self.handler = handler
+        self.settings = (settings or DrainSettings()).validate()
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}"
+        self.listen_for_ticks = listen_for_ticks
+        self.tick_durable = tick_durable
+        self.on_drain = on_drain
+        self.metrics = DrainMetrics()
+        self.draining = False
+        self._psub: Any = None
+        self._ticks: Any = None
+        self._wanted = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._max_deliver = self.settings.max_deliver
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self._lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> Drainer:
+        """Create what is missing (streams, consumer, ``SCHEDULE``), bind, and wait for ticks."""
+        info = await ensure_queue(self.js, self.names.name, self.settings)
+        self._max_deliver = info.config.max_deliver or self.settings.max_deliver
+        self._psub = await self.js.pull_subscribe_bind(self.names.durable, stream=self.names.stream)
+        if self.listen_for_ticks:
+            self._ticks = TickConsumer(self.js, self.names.name, durable=self.tick_durable)
+            await self._ticks.start()
+            self._tasks.append(asyncio.ensure_future(self._tick_loop()))
+        self._tasks.append(asyncio.ensure_future(self._drain_loop()))
+        return self
+
+    def request_drain(self) -> None:
+        """Ask for a drain now (what a tick does); folded into a follow-up if one is running."""
+        if self.draining:
+            self.metrics.coalesced += 1
+        self._wanted.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking ticks, finish the item in hand, nak the rest of the batch, unsubscribe."""
+        self._stopping = True
+        self._wanted.set()
+        if self._tasks:
+            _done, late = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in late:  # a handler that would not finish: cancel; its items are nak'd
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+        if self._ticks is not None:
+            await self._ticks.stop()
+        if self._psub is not None:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+            self._psub = None
+
+    async def __aenter__(self) -> Drainer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- loops
+    async def _tick_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._ticks.next(timeout=0.5)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # keep the service alive (a reconnect, say)
+                log.warning("tick consumer: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self.metrics.ticks += 1
+            self.request_drain()
+
+    async def _drain_loop(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            await self._wanted.wait()
+            if self._stopping:
+                break
+            self._wanted.clear()
+            try:
+                report = await self.drain_once()
+            except Exception as exc:  # a failed drain (a reconnect, a deleted consumer) must not end the service
+                log.warning("drain failed, retrying in %.1f s: %r", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._wanted.set()  # try again: the tick is not lost
+                continue
+            backoff = 0.5
+            if self.on_drain is not None:
+                with contextlib.suppress(Exception):
+                    self.on_drain(report)
+
+    # ---------------------------------------------------------------- one drain
+    async def drain_once(self) -> DrainReport:
+        """Fetch batches until the consumer has nothing pending and nothing in flight.
+
+        Ticks call this through the worker's drain loop; calling it directly is fine too (the
+        ``--once`` mode): drains in one worker never overlap, a second call waits for the first.
+        """
+        async with self._lock:
+            return await self._drain()
+
+    async def _drain(self) -> DrainReport:
+        if self._psub is None:
+            raise RuntimeError("call start() first")
+        s, report = self.settings, DrainReport()
+        self.draining = True
+        t0 = time.monotonic()
+        timeout = s.fetch_timeout
+        seen: tuple[int, int] | None = None
+        seen_since = t0
+        ahead: asyncio.Future[list[Msg]] | None = None  # the next batch, asked for while this one runs
+        busy = 0.0  # how long the last batch took to process
+        try:
+            while not self._stopping:
+                try:
+                    if ahead is not None:
+                        msgs, ahead = await ahead, None
+                    else:
+                        msgs = await self._psub.fetch(s.batch, timeout=timeout)
+                except TimeoutError:
+                    # nats-py raises nats.errors.TimeoutError, FetchTimeoutError or a bare
+                    # asyncio.TimeoutError depending on the path: all are the builtin TimeoutError.
+                    # The timeout says "nothing for me right now"; the consumer's counters say why.
+                    ahead = None
+                    state = await self._consumer_state()
+                    if state == (0, 0):
+                        report.ended = "empty"
+                        break
+                    # items in flight with another worker, waiting out a nak delay, or stranded by a
+                    # crashed worker until ack_wait: keep probing while anything moves
+                    now = time.monotonic()
+                    if state != seen:
+                        seen, seen_since = state, now
+                    elif now - seen_since > s.settle_limit:
+                        report.ended = "gave up waiting"
+                        break
+                    timeout = s.probe_timeout
+                    continue
+                # a fetch returns as soon as anything is there, so from now on a short probe is
+                # enough; a false "empty" costs one consumer_info, never a missed item
+                timeout = s.probe_timeout
+                if s.prefetch and busy < PREFETCH_BELOW:
+                    ahead = asyncio.ensure_future(self._psub.fetch(s.batch, timeout=timeout))
+                started = time.monotonic()
+                await self._process(msgs, report, ahead)
+                busy = time.monotonic() - started
+                seen = None
+            else:
+                report.ended = "stopped"
+        finally:
+            if ahead is not None:  # stopped with a prefetched batch: hand it straight back
+                extra: list[Msg] = []
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    extra = await ahead
+                await self._give_back(extra)
+            self.draining = False
+            report.duration = time.monotonic() - t0
+            self.metrics.add(report)
+        return report
+
+    async def _consumer_state(self) -> tuple[int, int]:
+        """(pending, ack pending); re-read briefly, since our own last acks may still be in flight."""
+        for attempt in range(4):
+            info = await self.js.consumer_info(self.names.stream, self.names.durable)
+            state = (info.num_pending or 0, info.num_ack_pending or 0)
+            if state == (0, 0) or state[0] > 0:
+                break
+            await asyncio.sleep(0.005 * (attempt + 1))
+        return state
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        """Nak (no delay) what this worker holds but will not process, so another worker gets it now."""
+        returned = [m for m in msgs if not m._ackd]
+        with contextlib.suppress(Exception):
+            for m in returned:
+                await m.nak()
+            if returned:
+                await returned[0]._client.flush(timeout=2)
+
+    async def _process(self, msgs: list[Msg], report: DrainReport, ahead: asyncio.Future[Any] | None) -> None:
+        s = self.settings
+        handler, is_async = self.handler, self._is_async
+        batch = Counts(batches=1)  # added to the drain's report and the worker's metrics at the end
+        stamp = time.monotonic()
+        progress_every = s.ack_wait / 3
+        done = 0
+        try:
+            for msg in msgs:
+                if self._stopping:
+                    break
+                n = deliveries_of(msg)
+                if n > 1:
+                    batch.redeliveries += 1
+                try:
+                    if is_async:
+                        await handler(msg)  # type: ignore[misc]
+                    else:
+                        result = handler(msg)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                except Exception as exc:  # a failing item must not stop the drain
+                    batch.failures += 1
+                    if await self._failed(msg, n, exc):
+                        batch.dead_lettered += 1
+                else:
+                    await msg.ack()
+                    batch.items += 1
+                done += 1
+                if time.monotonic() - stamp > progress_every:
+                    # a slow batch: tell the server the rest (and the prefetched batch) is being
+                    # worked on, so it is not redelivered to another worker meanwhile
+                    stamp = time.monotonic()
+                    waiting = list(msgs[done:])
+                    if ahead is not None and ahead.done() and not ahead.cancelled() and not ahead.exception():
+                        waiting += ahead.result()
+                    for rest in waiting:
+                        await rest.in_progress()
+        finally:
+            report.count(batch)
+            self.metrics.count(batch)
+            # stopping or cancelled: hand what we have not finished straight back to the others
+            await self._give_back(msgs[done:])
+
+    async def _failed(self, msg: Msg, deliveries: int, exc: Exception) -> bool:
+        """Nak with back-off, or (last attempt) dead-letter and term. True if dead-lettered."""
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        if deliveries >= self._max_deliver and await dead_letter(self.js, msg, self.names, reason, self.worker):
+            return True
+        await msg.nak(delay=self.settings.nak_backoff(deliveries))  # also when the dead letter failed
+        return False
+
+
+__all__ = ["PREFETCH_BELOW", "Drainer", "Handler"]

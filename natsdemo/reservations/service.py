@@ -1,0 +1,216 @@
+"""The client-side reservation timeout service: ``python -m natsdemo reservations``.
+
+One :class:`~natsdemo.core.timers.Scheduler` holds every pending timer with its absolute deadline (the
+stream timestamp of ``tickets-reserved`` plus its timeout). On start the service replays the stream,
+so a crashed or restarted instance loses no timer and fires overdue ones at once; any number of
+instances store exactly one timeout per reservation, because every timeout is published with
+``Nats-Msg-Id`` and ``Nats-Expected-Last-Subject-Sequence``. The wire contract is
+:mod:`natsdemo.reservations.wire`; connecting, logging, signals and shutdown are
+:mod:`natsdemo.core.service`'s.
+
+Defined in notebooks/04_reservation_timeouts.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+
+from natsdemo.core.names import check_token
+from natsdemo.core.service import Service, add_service_arguments, run_service
+from natsdemo.core.streams import retrying
+from natsdemo.core.timers import Scheduler
+from natsdemo.reservations.client import ensure_stream
+from natsdemo.reservations.wire import (
+    DEFAULT_TIMEOUT,
+    EVENTS,
+    RESERVED,
+    STREAM,
+    Event,
+    check_timeout,
+    js_meta,
+    parse_event,
+    refused_by_guard,
+    subject,
+    timeout_body,
+    timeout_headers,
+)
+
+log = logging.getLogger("natsdemo.reservations")
+
+
+class TimeoutService:
+    """The client-side timer service: one :class:`~natsdemo.core.timers.Scheduler` for every reservation.
+
+    On :meth:`start` it replays ``events.reservation.>`` from the first message through an ordered
+    consumer (which then keeps delivering live events), so every timer is rebuilt with its absolute
+    deadline: a restarted instance fires overdue timeouts at once instead of restarting them.
+    Timers start firing once the replay has caught up. Every timeout is published with the msg id
+    and ``Nats-Expected-Last-Subject-Sequence``, so any number of instances store one timeout per
+    reservation, and none after a purchase. Bad events are logged and skipped.
+
+    Defined in notebooks/04_reservation_timeouts.ipynb
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        name: str = "reservations",
+        scheduler: type = Scheduler,
+        publish_timeout: float = 5.0,
+        max_in_flight: int = 256,
+    ) -> None:
+        self.js = js
+        self.default_timeout = check_timeout(default_timeout)
+        self.name = name
+        self.publish_timeout = publish_timeout
+        self.timers = scheduler(self._fire, max_in_flight=max_in_flight)
+        self.stats = dict.fromkeys(("replayed", "events", "stored", "refused", "duplicate", "retried", "skipped"), 0)
+        self.lateness: collections.deque[float] = collections.deque(maxlen=200_000)  # seconds, at fire time
+        self.caught_up = asyncio.Event()
+        self.replay_seconds: float | None = None
+        self._sub: Any = None
+        self._t0 = 0.0
+        self._retry_deadline: dict[str, float] = {}
+
+    async def start(self, wait: bool = True) -> None:
+        """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
+        await retrying("creating stream RESERVATIONS", lambda: ensure_stream(self.js))  # cluster may be electing
+        self._t0 = time.perf_counter()
+        self._sub = await retrying(
+            "subscribing to the reservation events",
+            lambda: self.js.subscribe(
+                f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1
+            ),
+        )
+        info = await retrying("reading the replay position", self._sub.consumer_info)
+        if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # nothing to replay
+            self._caught_up()
+        if wait:
+            await self.caught_up.wait()
+
+    def _caught_up(self) -> None:
+        if not self.caught_up.is_set():
+            self.replay_seconds = time.perf_counter() - self._t0
+            self.caught_up.set()
+            self.timers.start()
+
+    async def stop(self) -> None:
+        """Stop consuming and firing; timeouts already being published finish (bounded)."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        await self.timers.stop()
+
+    async def _on_msg(self, msg: Any) -> None:
+        seq, ts_ns, pending = js_meta(msg.reply)
+        self.stats["events"] += 1
+        try:
+            self.apply(parse_event(msg.subject, msg.data, seq, ts_ns))
+        except ValueError as exc:
+            self.stats["skipped"] += 1
+            log.warning("%s: skipping seq %d on %s: %s", self.name, seq, msg.subject, exc)
+        if not self.caught_up.is_set():
+            self.stats["replayed"] += 1
+            if pending == 0:
+                self._caught_up()
+
+    def apply(self, ev: Event) -> None:
+        """Update the timers for one event (raises ``ValueError`` for a bad timeout)."""
+        if ev.type == RESERVED:
+            if ev.timer == "server":
+                return  # the server holds this one (an @at schedule)
+            self.timers.add(ev.id, ev.deadline_ns(self.default_timeout) / 1e9, ev.seq)
+        else:
+            self.timers.cancel(ev.id)
+
+    async def _fire(self, rid: str, seq: int, deadline: float) -> None:
+        deadline = self._retry_deadline.pop(rid, deadline)
+        late = time.time() - deadline
+        self.lateness.append(late)
+        try:
+            ack = await self.js.publish(
+                subject(rid), timeout_body(rid, int(deadline * 1e9), self.name), headers=timeout_headers(rid, seq),
+                timeout=self.publish_timeout,
+            )
+        except nats.js.errors.BadRequestError as exc:
+            if not refused_by_guard(exc):
+                self.stats["skipped"] += 1
+                log.warning("%s: timeout %s refused: %s", self.name, rid, exc)
+                return
+            self.stats["refused"] += 1
+            log.info("%s: timeout %s already decided (a purchase or another instance came first)", self.name, rid)
+            return
+        except (nats.errors.Error, OSError, TimeoutError) as exc:  # server away: try again shortly
+            self.stats["retried"] += 1
+            self._retry_deadline[rid] = deadline
+            log.warning("%s: timeout %s not published (%s); retrying in 1 s", self.name, rid, type(exc).__name__)
+            self.timers.add(rid, time.time() + 1.0, seq)
+            return
+        if ack.duplicate:
+            self.stats["duplicate"] += 1
+            log.info("%s: timeout %s de-duplicated by msg id", self.name, rid)
+        else:
+            self.stats["stored"] += 1
+            log.info("%s: timeout %s stored as seq %d, %.1f ms after its deadline", self.name, rid, ack.seq, late * 1e3)
+
+    def summary(self) -> str:
+        s = self.stats
+        return (
+            f"{s['stored']} timeouts stored, {s['refused'] + s['duplicate']} already decided, "
+            f"{s['skipped']} bad events skipped, {len(self.timers)} pending"
+        )
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        default=str(DEFAULT_TIMEOUT),
+        help="seconds, for tickets-reserved events that carry no timeout (default 600)",
+    )
+    parser.add_argument("--name", default=None, help="instance name in logs and timeout events (default: host-pid)")
+    add_service_arguments(parser)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    args.timeout = check_timeout(args.timeout)  # before connecting
+    args.name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    check_token(args.name, "--name", 64, "--name i1")
+    return run_service(args, f"reservations-{args.name}", _serve)
+
+
+async def _serve(svc: Service) -> int:
+    name, timeout = svc.args.name, svc.args.timeout
+    service = TimeoutService(svc.js, default_timeout=timeout, name=name)
+    try:
+        starting = asyncio.ensure_future(service.start())
+        stopping = asyncio.ensure_future(svc.stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # raises if the start failed
+            svc.ready(
+                f"reservations: {name} watching {EVENTS}.> in stream {STREAM}: replayed "
+                f"{service.stats['replayed']} events, {len(service.timers)} pending (default timeout {timeout:g} s)"
+            )
+        await stopping
+        starting.cancel()
+    finally:
+        # bounded: a service whose server is gone must still exit on SIGTERM
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(service.stop(), 5)
+    svc.say(f"reservations: {name} stopped ({service.summary()})")
+    return 0

@@ -1,0 +1,107 @@
+"""Reading ticks: each tick of ``schedule.<name>`` once, through a JetStream consumer.
+
+Defined in notebooks/02_cron_ticks.ipynb
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import nats.errors
+from nats.js import api
+
+from natsdemo.core.names import check_token
+from natsdemo.core.streams import retrying
+from natsdemo.ticks.tick import Tick, ensure_schedule_stream
+from natsdemo.ticks.wire import SCHEDULE_STREAM, tick_subject, validate_name
+
+
+class TickConsumer:
+    """Each tick of ``schedule.<name>`` once, through a JetStream consumer (never a core subscription).
+
+    ``durable=None``: an ordered (ephemeral) consumer that delivers only ticks published after
+    :meth:`start`. With a durable name, a pull consumer remembers what was acknowledged, so ticks
+    published while the process was down are delivered on restart; several processes sharing one
+    durable name split the ticks between them (each tick to one of them).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+
+    def __init__(self, js: Any, name: str, *, durable: str | None = None) -> None:
+        self.js = js
+        self.name = validate_name(name)
+        self.subject = tick_subject(name)
+        self.durable = None if durable is None else check_token(durable, "durable name", 64, "worker-1")
+        self._sub: Any = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Ensure the stream exists, then create (or bind to) the consumer."""
+        self._stopped = False
+        if self._sub is not None:
+            return
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js))
+        if self.durable is None:
+            self._sub = await self.js.subscribe(
+                self.subject,
+                stream=SCHEDULE_STREAM,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.NEW,
+            )
+        else:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.NEW,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30,
+            )
+            self._sub = await self.js.pull_subscribe(
+                self.subject, durable=self.durable, stream=SCHEDULE_STREAM, config=config
+            )
+
+    async def next(self, timeout: float) -> Tick:
+        """The next tick; raises the builtin ``TimeoutError`` if none arrives within ``timeout`` s."""
+        if self._sub is None:
+            await self.start()
+        try:
+            if self.durable is None:
+                msg = await self._sub.next_msg(timeout=timeout)
+            else:
+                msgs = await self._sub.fetch(1, timeout=timeout)
+                msg = msgs[0]
+                # acknowledged on delivery and confirmed by the server, so a restart does not replay it
+                with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                    await msg.ack_sync(timeout=2.0)
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise TimeoutError(f"no tick on {self.subject} within {timeout} s") from exc
+        return Tick.from_msg(msg)
+
+    def __aiter__(self) -> TickConsumer:
+        return self
+
+    async def __anext__(self) -> Tick:
+        """Wait for the next tick as long as it takes; the iteration ends when :meth:`stop` is called."""
+        while not self._stopped:
+            try:
+                return await self.next(timeout=1.0)
+            except TimeoutError:
+                continue
+            except nats.errors.Error:
+                if not self._stopped:
+                    raise
+        raise StopAsyncIteration
+
+    async def stop(self) -> None:
+        """Unsubscribe (a durable consumer stays on the server, remembering its position)."""
+        self._stopped = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def __aenter__(self) -> TickConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,98 @@
+"""Drain throughput (items/s) of one worker emptying a work queue, three ways, in one run:
+
+* the :class:`natsdemo.drain.Drainer` (handler call, acks, metrics, empty confirmed by the consumer);
+* a hand-tuned nats-py loop: ``fetch(BATCH, short timeout)`` + ``ack()`` per item, stop on timeout;
+* the seed's loop: ``Fetch(10)`` + ack per item (given the exit on timeout the seed lacks).
+
+Each contender drains its own freshly filled queue (same size, same server, no-op handler), so the
+figures compare the machinery, not the work. Timing starts at the first fetch and ends when the
+contender has decided the queue is empty (its final empty probe included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from natsdemo.drain import Drainer, DrainSettings, enqueue, ensure_queue, queue_names
+from natsdemo.workbook.bench import Figure, median
+from natsdemo.workbook.server import NatsServer
+
+TUNED_BATCH = 1000  # best of 10..2000 on the reference machine (500-2000 are within noise)
+PROBE = 0.1  # every contender's final empty probe
+
+
+async def _fill(js, name: str, n: int, settings: DrainSettings) -> None:
+    await ensure_queue(js, name, settings)
+    await enqueue(js, name, n)
+
+
+async def _manual(js, name: str, batch: int) -> tuple[int, float]:
+    psub = await js.pull_subscribe_bind(name, stream=queue_names(name).stream)
+    done = 0
+    t0 = time.perf_counter()
+    while True:
+        try:
+            msgs = await psub.fetch(batch, timeout=PROBE)
+        except TimeoutError:
+            break
+        for msg in msgs:
+            await msg.ack()
+        done += len(msgs)
+    elapsed = time.perf_counter() - t0
+    await psub.unsubscribe()
+    return done, elapsed
+
+
+async def _drainer(js, name: str, settings: DrainSettings) -> tuple[int, float]:
+    d = await Drainer(js, name, lambda msg: None, settings, listen_for_ticks=False).start()
+    t0 = time.perf_counter()
+    report = await d.drain_once()
+    elapsed = time.perf_counter() - t0
+    await d.stop()
+    return report.items, elapsed
+
+
+async def _run(n: int, runs: int) -> dict[str, list[float]]:
+    settings = DrainSettings(batch=TUNED_BATCH, fetch_timeout=PROBE, probe_timeout=PROBE)
+    rates: dict[str, list[float]] = {"drainer": [], "manual": [], "seed": []}
+    async with NatsServer(name="bench-drain") as srv:
+        nc = await srv.connect()
+        js = nc.jetstream()
+        try:
+            for r in range(runs):
+                for kind in ("manual", "drainer", "seed"):  # interleaved, so drift hits all three
+                    name = f"bench-{kind}-{r}"
+                    await _fill(js, name, n, settings)
+                    if kind == "drainer":
+                        done, elapsed = await _drainer(js, name, settings)
+                    else:
+                        done, elapsed = await _manual(js, name, TUNED_BATCH if kind == "manual" else 10)
+                    if done != n:
+                        raise RuntimeError(f"{kind} drained {done} of {n} items")
+                    rates[kind].append(done / elapsed)
+                    await js.delete_stream(queue_names(name).stream)
+        finally:
+            await nc.drain()
+    return rates
+
+
+def _paired(rates: dict[str, list[float]], baseline: str) -> float:
+    """Runs are interleaved, so compare each run with its own baseline (robust to machine drift)."""
+    return median([d / b for d, b in zip(rates["drainer"], rates[baseline], strict=True)])
+
+
+def run(opts: argparse.Namespace) -> list[Figure]:
+    n = 2_000 if opts.quick else 50_000
+    runs = 1 if opts.quick else opts.runs
+    rates = asyncio.run(_run(n, runs))
+    drainer, manual, seed = (median(rates[k]) for k in ("drainer", "manual", "seed"))
+    how = f"median of {runs}, {n:,} items, 1 worker, no-op handler, final {PROBE:g} s probe included"
+    return [
+        Figure("Drainer", drainer, "items/s", f"batch {TUNED_BATCH}, {how}"),
+        Figure("hand-tuned fetch+ack loop", manual, "items/s", f"batch {TUNED_BATCH}, {how}"),
+        Figure("seed's Fetch(10) loop", seed, "items/s", f"batch 10, {how}"),
+        Figure("Drainer / hand-tuned", _paired(rates, "manual"), "x", "median of per-run ratios", ">= 0.9x"),
+        Figure("Drainer / seed Fetch(10)", _paired(rates, "seed"), "x", "median of per-run ratios"),
+    ]

@@ -1,0 +1,213 @@
+"""A local JetStream cluster whose routes use mutual TLS, from the workbook's own CA.
+
+Every node runs ``natsdemo/configs/cluster-tls.conf`` (the file docker compose mounts too) in the
+certificates folder, with its name, cluster port and routes given on the command line. The
+cluster is ready when the JetStream meta group has elected a leader: before that, creating a
+stream fails. Clients connect with TLS and must trust the workbook CA (``NATS_CA``).
+
+``python -m natsdemo cluster [--nodes 3]`` prints ``<node name> <client URL> pid <PID>`` per node
+once ready, and stops every node on SIGINT or SIGTERM.
+
+Defined in notebooks/05_production.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from natsdemo.core.errors import UsageError
+from natsdemo.tls import ensure_certs
+from natsdemo.workbook.binary import free_ports
+from natsdemo.workbook.monitor import monitor_json
+from natsdemo.workbook.tls_servers import TlsServer
+
+CONFIG = "cluster-tls.conf"
+
+
+@dataclass
+class LocalCluster:
+    """``nodes`` nats-server processes (n1, n2, ...) routed to each other over mutual TLS.
+
+    ``certs`` is the certificates folder (made or refreshed with :func:`natsdemo.tls.ensure_certs`);
+    ``store`` keeps each node's JetStream data in ``store/<node>`` (a temporary folder by default);
+    ``replaces`` stops an earlier cluster first (a re-run notebook cell).
+
+    Defined in notebooks/05_production.ipynb
+    """
+
+    nodes: int = 3
+    certs: str | os.PathLike[str] = "certs"
+    store: str | os.PathLike[str] | None = None
+    ready_timeout: float = 30.0
+    replaces: LocalCluster | None = field(default=None, repr=False)
+    servers: dict[str, TlsServer] = field(default_factory=dict, init=False)
+    _tmp: object | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= 9:
+            raise UsageError(f"--nodes must be between 1 and 9 (got {self.nodes}); 3 is the usual size")
+        if self.replaces is not None:  # re-running a notebook cell: stop the previous cluster first
+            self.replaces.stop()
+            self.replaces = None
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def names(self) -> list[str]:
+        return list(self.servers)
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URLs of all nodes (running or not), in node order."""
+        return [f"tls://127.0.0.1:{s.client_port}" for s in self.servers.values() if s.client_port]
+
+    @property
+    def url(self) -> str:
+        """A comma-separated server list, the form ``NATS_URL`` takes."""
+        return ",".join(self.urls)
+
+    @property
+    def ca(self) -> Path:
+        return Path(self.certs).resolve() / "ca.pem"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a service process: every node's URL and the CA to trust."""
+        return {"NATS_URL": self.url, "NATS_CA": str(self.ca)}
+
+    # ------------------------------------------------------------------ lifecycle
+    def _build(self) -> None:
+        ensure_certs(self.certs)
+        if self.store is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="natsdemo-cluster-")
+            store = Path(self._tmp.name)  # type: ignore[attr-defined]
+        else:
+            store = Path(self.store).resolve()
+        names = [f"n{i + 1}" for i in range(self.nodes)]
+        route_ports = dict(zip(names, free_ports(len(names)), strict=True))
+        for n in names:
+            routes = ",".join(f"nats://127.0.0.1:{route_ports[o]}" for o in names if o != n)
+            args = ["--cluster", f"nats://127.0.0.1:{route_ports[n]}", "--cluster_name", "natsdemo"]
+            if routes:
+                args += ["--routes", routes]
+            self.servers[n] = TlsServer(
+                config=CONFIG,
+                certs=self.certs,
+                server_name=n,
+                name=f"cluster-{n}",
+                store_dir=store / n,
+                extra_args=args,
+            )
+
+    def start(self) -> LocalCluster:
+        """Start every node and wait until JetStream has a meta leader."""
+        if not self.servers:
+            self._build()
+        try:
+            for srv in self.servers.values():
+                srv.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float | None = None, need: int | None = None) -> str:
+        """Block until the meta group has a leader and ``need`` nodes (all running ones) see a full mesh."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            running = [s for s in self.servers.values() if s.running()]
+            try:
+                leaders = {self._jsz(s).get("meta_cluster", {}).get("leader") for s in running}
+                routes = [self._routez(s) for s in running]
+                meshed = all(r >= (need or len(running)) - 1 for r in routes)
+                if len(leaders) == 1 and None not in leaders and "" not in leaders and meshed:
+                    return leaders.pop()
+                last = f"meta leaders seen {leaders}, routes {routes}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready after {timeout or self.ready_timeout:.0f} s ({last})")
+
+    async def await_ready(self, timeout: float | None = None) -> str:
+        """:meth:`wait_ready` without blocking the event loop (for notebooks)."""
+        return await asyncio.to_thread(self.wait_ready, timeout)
+
+    def stop(self) -> None:
+        for srv in self.servers.values():
+            srv.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()  # type: ignore[attr-defined]
+            self._tmp = None
+
+    def kill(self, node: str) -> None:
+        """SIGKILL one node, keeping its store (a crash)."""
+        self._node(node).kill()
+
+    def restart(self, node: str) -> None:
+        """Start a stopped or killed node again, same ports and store."""
+        srv = self._node(node)
+        if not srv.running():
+            srv.start()
+
+    def running(self) -> list[str]:
+        return [n for n, s in self.servers.items() if s.running()]
+
+    def _node(self, node: str) -> TlsServer:
+        if node not in self.servers:
+            raise UsageError(f"no node {node!r}; nodes are {', '.join(self.servers)}")
+        return self.servers[node]
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ monitoring
+    def _jsz(self, srv: TlsServer) -> dict:
+        return monitor_json(srv, "jsz", timeout=2)
+
+    def _routez(self, srv: TlsServer) -> int:
+        routes = monitor_json(srv, "routez", timeout=2).get("routes") or []
+        return len({r.get("remote_name") or r.get("remote_id") for r in routes})
+
+    def monitor(self, node: str, endpoint: str) -> dict:
+        """A monitoring endpoint (``healthz``, ``varz``, ``jsz``, ``routez``...) of one node."""
+        return monitor_json(self._node(node), endpoint, timeout=2)
+
+
+# ===================================================================== command line
+def configure_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    parser.add_argument("--certs", default="certs", help="certificates folder, made if missing (default certs/)")
+    parser.add_argument("--store", default=None, help="keep each node's JetStream data in STORE/<node>")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(nodes=args.nodes, certs=args.certs, store=args.store)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster.start()
+    try:
+        for name, srv in cluster.servers.items():
+            print(f"{name} tls://127.0.0.1:{srv.client_port} pid {srv.pid}", flush=True)
+        print(
+            f"cluster ready: export NATS_URL={cluster.url} NATS_CA={cluster.ca}; Ctrl-C stops all nodes",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        cluster.stop()
+    return 0
