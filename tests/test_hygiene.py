@@ -1,23 +1,13 @@
-"""Repository hygiene: lint clean, no private key tracked by git, modules name their notebook."""
+"""Repository hygiene: lint clean, no private key tracked by git (module docstrings: test_layout)."""
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = sorted(
-    p
-    for p in (ROOT / "natsdemo").rglob("*.py")
-    if p.name not in {"__init__.py", "__main__.py"} and "benchmarks" not in p.parts
-)
-
-
 def _tracked() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -46,11 +36,3 @@ def test_no_private_key_is_tracked_or_committable():
 
 def test_certs_folder_only_tracks_its_readme():
     assert [n for n in _tracked() if n.startswith("certs/")] == ["certs/README.md"]
-
-
-@pytest.mark.parametrize("path", MODULES, ids=[p.stem for p in MODULES])
-def test_module_docstring_names_the_notebook_that_teaches_it(path: Path):
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    last = doc.strip().splitlines()[-1] if doc.strip() else ""
-    assert last.startswith("Defined in notebooks/") and last.endswith(".ipynb"), f"{path.name}: {last!r}"
-    assert (ROOT / last.removeprefix("Defined in ").strip()).exists(), last

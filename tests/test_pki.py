@@ -237,7 +237,7 @@ def test_validity_plot_marks_now_rotation_and_the_replaced_certificate(ca):
     import matplotlib
 
     matplotlib.use("Agg")
-    from natsdemo.workbook.labs.tls import ValidityPlot
+    from natsdemo.workbook.labs.tls_validity import ValidityPlot
 
     plot = ValidityPlot()
     plot.show({"CA": ca, "server": tls.make_server_cert(ca), "old": tls.bad_certs(ca)["expired"]}, current="server")

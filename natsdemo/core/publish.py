@@ -43,6 +43,7 @@ async def publish_acked(
         idempotent = bool(headers and headers.get("Nats-Msg-Id"))
     deadline = asyncio.get_running_loop().time() + retry_for
     delay = 0.1
+    last: Exception
     while True:
         try:
             return await js.publish(subject, payload, timeout=timeout, stream=stream, headers=headers)

@@ -1,6 +1,6 @@
 """What a drain did: counts per drain (:class:`DrainReport`) and per worker (:class:`DrainMetrics`).
 
-Defined in notebooks/03_tick_triggered_drain.ipynb
+Not taught on its own: notebook 03 prints these counts through a report's line().
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 @dataclass
 class Counts:
     """What happened to items, counted per drain (:class:`DrainReport`) and per worker (:class:`DrainMetrics`).
-
-    Defined in notebooks/03_tick_triggered_drain.ipynb
     """
 
     items: int = 0  # processed and acknowledged
@@ -31,8 +29,6 @@ class Counts:
 @dataclass
 class DrainReport(Counts):
     """One drain: from a tick until the queue was empty (or the worker stopped).
-
-    Defined in notebooks/03_tick_triggered_drain.ipynb
     """
 
     duration: float = 0.0
@@ -53,8 +49,6 @@ class DrainReport(Counts):
 @dataclass
 class DrainMetrics(Counts):
     """Totals for one worker since it started.
-
-    Defined in notebooks/03_tick_triggered_drain.ipynb
     """
 
     ticks: int = 0

@@ -16,6 +16,7 @@ Defined in notebooks/03_tick_triggered_drain.ipynb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -159,5 +160,9 @@ class DeadLetter:
             raise ValueError(f"dead letter is not JSON ({exc})") from None
         if not isinstance(body, dict):
             raise ValueError("dead letter is not a JSON object")
-        ints = {"stream_seq", "deliveries"}
-        return cls(**{f.name: (_int if f.name in ints else _text)(body, f.name) for f in dataclasses.fields(cls)})
+        t = functools.partial(_text, body)
+        return cls(
+            queue=t("queue"), stream=t("stream"), consumer=t("consumer"), subject=t("subject"),
+            stream_seq=_int(body, "stream_seq"), deliveries=_int(body, "deliveries"), reason=t("reason"),
+            worker=t("worker"), dead_at=t("dead_at"), data=t("data"), data_encoding=t("data_encoding"),
+        )

@@ -159,7 +159,7 @@ class Ticker:
                 break
             await self.fire(slot)
             handled += 1
-            missed, slot = self._resume_after(slot)
-            if missed is not None and self.catch_up == "latest":
-                await self.fire(missed)
+            overdue, slot = self._resume_after(slot)
+            if overdue is not None and self.catch_up == "latest":
+                await self.fire(overdue)
         self.next_slot = None

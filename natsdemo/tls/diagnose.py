@@ -96,7 +96,7 @@ async def probe(
             exc = TimeoutError("no INFO after the handshake: WRONG_VERSION_NUMBER-like mismatch")
         return explain(exc, [*seen, *await _server_says(server, log_from)])
     try:
-        await nc.flush(timeout)
+        await nc.flush(max(1, round(timeout)))  # nats-py takes whole seconds
         if nc.is_closed or seen:
             first = seen[0] if seen else ConnectionError("connection closed by the server")
             return explain(first, [*seen, *await _server_says(server, log_from)])

@@ -5,8 +5,9 @@ Defined in notebooks/01_tls_self_signed_ca.ipynb
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -83,8 +84,10 @@ def ensure_certs(
     hosts = list(dict.fromkeys([*DEFAULT_HOSTS, *hosts]))
     # a leaf never outlives its CA
     leaf_days = min(days, (ca.cert.not_valid_after_utc - now()).total_seconds() / 86400)
-    todo = [(SERVER, lambda: make_server_cert(ca, hosts, days=leaf_days), hosts)]
-    todo += [(client_stem(u), (lambda u=u: make_client_cert(ca, u, days=leaf_days)), ()) for u in users]
+    todo: list[tuple[str, Callable[[], Issued], Sequence[str]]] = [
+        (SERVER, lambda: make_server_cert(ca, hosts, days=leaf_days), hosts)
+    ]
+    todo += [(client_stem(u), functools.partial(make_client_cert, ca, u, days=leaf_days), ()) for u in users]
     for stem, make, need in todo:
         if not force and actions[CA] == "kept" and _usable(folder, stem, ca, need) is not None:
             actions[stem] = "kept"

@@ -4,7 +4,7 @@ Each benchmark is a module in ``natsdemo/benchmarks/`` with ``run(opts) -> list[
 is a median over ``--runs`` repetitions where that makes sense, and any baseline is measured in the
 same run so the comparison is fair on whatever machine runs it. ``--json FILE`` writes the figures.
 
-Defined in notebooks/00_start_here.ipynb
+Defined in notebooks/04_reservation_timeouts.ipynb
 """
 
 from __future__ import annotations

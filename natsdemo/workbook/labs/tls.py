@@ -4,14 +4,13 @@
 folder) plus the deliberately bad material from :func:`natsdemo.tls.bad_certs`. The
 :class:`ConnectionMatrix` lets you pick server mode x trusted CA x client certificate x host name
 and press *Connect*: the answer is "connected" or the error in plain words with its fix.
-:class:`ValidityPlot` draws certificate validity windows on a timeline with "now" and rotations.
+:class:`~natsdemo.workbook.labs.tls_validity.ValidityPlot` draws validity windows on a timeline.
 
 Defined in notebooks/01_tls_self_signed_ca.ipynb
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import logging
 import shutil
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import matplotlib.dates as mdates
 
 from natsdemo import tls
 from natsdemo.workbook.tls_servers import TlsServer
-from natsdemo.workbook.widgets import LivePlot, Panel, button
+from natsdemo.workbook.widgets import Panel, button
 
 MODES: dict[str, str] = {
     "server-only TLS": "tls.conf",
@@ -288,67 +286,3 @@ class ConnectionMatrix:
     def widget(self) -> W.Widget:
         controls = W.VBox([self.mode, self.trust, self.client, self.host, W.HBox([self.first, self.tls12])])
         return self.panel.box(controls, W.HBox([self.connect_button, self.all_button]), self.detail, self.table)
-
-
-class ValidityPlot:
-    """Certificate validity windows as horizontal bars on a date axis, with "now" and rotations marked.
-
-    Defined in notebooks/01_tls_self_signed_ca.ipynb
-    """
-
-    def __init__(self, title: str = "Certificate validity", replaces: ValidityPlot | None = None) -> None:
-        if replaces is not None:
-            replaces.plot.close()
-        self.title = title
-        self.plot = LivePlot(title=title, xlabel="UTC", figsize=(7, 3))
-        self.rotations: list[dt.datetime] = []
-        self.certs: dict[str, Any] = {}
-        self.current: str | None = None  # the certificate a server presents now
-        self.retired: set[str] = set()  # certificates a rotation replaced (drawn grey)
-
-    def show(self, certs: dict[str, Any], at: dt.datetime | None = None, current: str | None = None) -> None:
-        """Draw ``certs`` (name -> certificate, :class:`~natsdemo.tls.Issued` or path) as of ``at``.
-
-        ``current`` names the certificate the server presents, which :meth:`rotated` retires.
-        """
-        self.certs = dict(certs)
-        self.current = current or self.current
-        at = at or tls.now()
-        ax = self.plot.ax
-        ax.clear()
-        names = list(self.certs)
-        for i, name in enumerate(names):
-            c = self.certs[name]
-            cert = c.cert if isinstance(c, tls.Issued) else c if hasattr(c, "not_valid_after_utc") else tls.load_cert(c)
-            start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-            color = "tab:red" if end < at or start > at else "tab:gray" if name in self.retired else "tab:green"
-            ax.barh(i, mdates.date2num(end) - mdates.date2num(start), left=mdates.date2num(start), color=color,
-                    alpha=0.6)
-        ax.set_yticks(range(len(names)), labels=names)
-        ax.axvline(mdates.date2num(at), color="black", label="now")
-        for k, r in enumerate(self.rotations):
-            ax.axvline(mdates.date2num(r), color="tab:blue", linestyle="--", label="rotation" if k == 0 else None)
-        ax.xaxis_date()
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
-        ax.set_title(self.title)
-        ax.legend(loc="lower right", fontsize="small")
-        self.plot.fig.tight_layout()
-        self.plot.redraw()
-
-    def rotated(self, cert: Any, at: dt.datetime | None = None) -> str:
-        """Record a rotation to ``cert``: the previous current certificate turns grey, a dashed line marks when.
-
-        Returns the name the new certificate is drawn under.
-        """
-        if self.current:
-            self.retired.add(self.current)
-        name = f"server #{len(self.rotations) + 2}"
-        self.certs[name] = cert
-        self.current = name
-        self.rotations.append(at or tls.now())
-        self.show(self.certs)
-        return name
-
-    @property
-    def widget(self) -> W.Widget:
-        return self.plot.widget
