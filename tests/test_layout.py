@@ -240,7 +240,8 @@ def test_the_library_installs_and_runs_without_the_workbook(tmp_path: Path):
     )
     out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
-    for command, flag in (("tick", "--server"), ("drain", "--server"), ("reservations", "--server"), ("certs", "--out")):
+    services = (("tick", "--server"), ("drain", "--server"), ("reservations", "--server"), ("certs", "--out"))
+    for command, flag in services:
         helped = subprocess.run([py, "-m", "natsdemo", command, "--help"], capture_output=True, text=True,
                                 timeout=60, env=env, cwd=tmp_path)
         assert helped.returncode == 0 and flag in helped.stdout, (command, helped.stdout[-500:], helped.stderr[-1500:])

@@ -23,6 +23,7 @@ from typing import Any
 
 from nats.js import api
 
+from natsdemo.core.jsonbody import json_object
 from natsdemo.core.names import check_token
 from natsdemo.ticks.wire import tick_subject
 
@@ -154,12 +155,7 @@ class DeadLetter:
     @classmethod
     def from_json(cls, data: bytes) -> DeadLetter:
         """Parse and validate; raises ``ValueError`` naming what is wrong."""
-        try:
-            body = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"dead letter is not JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise ValueError("dead letter is not a JSON object")
+        body = json_object(data, "dead letter")
         t = functools.partial(_text, body)
         return cls(
             queue=t("queue"), stream=t("stream"), consumer=t("consumer"), subject=t("subject"),

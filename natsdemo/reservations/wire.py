@@ -31,6 +31,7 @@ from typing import Any
 from nats.js.api import StorageType, StreamConfig
 
 from natsdemo.core.errors import UsageError
+from natsdemo.core.jsonbody import json_object
 from natsdemo.core.names import ack_fields, check_token, is_token
 
 STREAM = "RESERVATIONS"
@@ -173,12 +174,7 @@ def parse_event(subj: str, data: bytes, seq: int, ts_ns: int) -> Event:
     rid = subj[len(EVENTS) + 1 :] if subj.startswith(EVENTS + ".") else ""
     if not is_token(rid):
         raise ValueError(f"bad id in subject {subj!r}")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ValueError("not a JSON object")
+    body = json_object(data, "event")
     if body.get("type") not in TYPES:
         raise ValueError(f"unknown type {body.get('type')!r}")
     if body.get("id") != rid:

@@ -24,6 +24,7 @@ from typing import Any
 from nats.js import api
 
 from natsdemo.core.cron import parse_rfc3339, rfc3339
+from natsdemo.core.jsonbody import json_object
 from natsdemo.core.names import check_token
 
 SCHEDULE_STREAM = "SCHEDULE"
@@ -86,16 +87,6 @@ def _field(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def _object(data: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"tick body is not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ValueError("tick body is not a JSON object")
-    return body
-
-
 @dataclass(frozen=True)
 class TickBody:
     """The JSON body of a client tick; every field is required.
@@ -123,7 +114,7 @@ class TickBody:
     @classmethod
     def from_json(cls, data: bytes) -> TickBody:
         """Parse and validate; raises ``ValueError`` naming what is wrong."""
-        body = _object(data)
+        body = json_object(data, "tick body")
         try:
             scheduled_at = parse_rfc3339(_field(body, "scheduled_at"))
             published_at = parse_rfc3339(_field(body, "published_at"))
@@ -150,7 +141,7 @@ class ServerTickBody:
     @classmethod
     def from_json(cls, data: bytes) -> ServerTickBody:
         """Parse and validate; raises ``ValueError`` naming what is wrong."""
-        body = _object(data)
+        body = json_object(data, "tick body")
         if body.get("source") != "server":
             raise ValueError("not a server tick body (no \"source\": \"server\")")
         return cls(_field(body, "schedule"), _field(body, "cron"), _field(body, "tz"))
