@@ -9,15 +9,16 @@ import json
 from typing import Any
 
 
-def json_object(data: bytes, what: str) -> dict[str, Any]:
+def json_object(data: bytes, what: str = "") -> dict[str, Any]:
     """``data`` decoded as a JSON object, or ``ValueError("<what> is not JSON (...)")`` / "not a JSON object".
 
     Invalid UTF-8 counts as "not JSON", so a hostile payload is one readable reason, never a crash.
     """
+    subject = f"{what} is " if what else ""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} is not JSON ({exc})") from None
+        raise ValueError(f"{subject}not JSON ({exc})") from None
     if not isinstance(body, dict):
-        raise ValueError(f"{what} is not a JSON object")
+        raise ValueError(f"{subject}not a JSON object")
     return body

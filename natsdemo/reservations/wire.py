@@ -174,7 +174,7 @@ def parse_event(subj: str, data: bytes, seq: int, ts_ns: int) -> Event:
     rid = subj[len(EVENTS) + 1 :] if subj.startswith(EVENTS + ".") else ""
     if not is_token(rid):
         raise ValueError(f"bad id in subject {subj!r}")
-    body = json_object(data, "event")
+    body = json_object(data)  # the log line names the subject and sequence already
     if body.get("type") not in TYPES:
         raise ValueError(f"unknown type {body.get('type')!r}")
     if body.get("id") != rid:
