@@ -38,8 +38,7 @@ async def _preload(nc: Any, js: Any, n: int, prefix: str, timeout: float) -> Non
     before = (await js.stream_info(R.STREAM)).state.messages
     for i in range(n):
         rid = f"{prefix}{i:07d}"
-        body = json.dumps({"type": R.RESERVED, "id": rid, "timeout": timeout}).encode()
-        await nc.publish(f"{R.EVENTS}.{rid}", body)
+        await nc.publish(R.subject(rid), R.reserved_body(rid, timeout, server_side=False, request="bench"))
         if i % 5000 == 4999:
             await nc.flush()
     await nc.flush()
@@ -113,8 +112,8 @@ async def _client_lateness(srv: NatsServer, js: Any, rate: float, count: int, le
         for k in range(count):
             rid = f"late-{k:07d}"
             timeout = t0 + k / rate - time.time()
-            body = {"type": R.RESERVED, "id": rid, "timeout": timeout}
-            await js.publish_async(f"{R.EVENTS}.{rid}", json.dumps(body).encode())
+            body = R.reserved_body(rid, timeout, server_side=False, request="bench")
+            await js.publish_async(R.subject(rid), body)
         await js.publish_async_completed()
         msgs = await _read_all(js, f"{R.EVENTS}.>", 2 * count, timeout=count / rate + 30)
     finally:
@@ -123,12 +122,12 @@ async def _client_lateness(srv: NatsServer, js: Any, rate: float, count: int, le
     reserved: dict[str, float] = {}
     late: list[float] = []
     for m in msgs:
-        _, ts_ns, _ = R.js_meta(m.reply)
-        body = json.loads(m.data)
-        if body["type"] == R.RESERVED:
-            reserved[body["id"]] = ts_ns / 1e6 + body["timeout"] * 1e3
-        elif body["type"] == R.TIMED_OUT:
-            late.append(ts_ns / 1e6 - reserved[body["id"]])
+        seq, ts_ns, _ = R.js_meta(m.reply)
+        ev = R.parse_event(m.subject, m.data, seq, ts_ns)
+        if ev.type == R.RESERVED:
+            reserved[ev.id] = ev.deadline_ns(R.DEFAULT_TIMEOUT) / 1e6
+        elif ev.type == R.TIMED_OUT:
+            late.append(ts_ns / 1e6 - reserved[ev.id])
     return late
 
 
@@ -149,8 +148,9 @@ async def _schedules(srv: NatsServer, js: Any, pending: int, rate: float, count:
     before = server.memory_info().rss
     far = time.time_ns() + 3600 * 10**9
     for k in range(pending):
-        hdr = {"Nats-Schedule": f"@at {R.iso(far)}", "Nats-Schedule-Target": f"{R.EVENTS}.held-{k:07d}"}
-        await js.publish_async(f"{R.SCHEDULES}.held-{k:07d}", b'{"type":"reservation-timeout"}', headers=hdr)
+        hdr = {"Nats-Schedule": f"@at {R.iso(far)}", "Nats-Schedule-Target": R.subject(f"held-{k:07d}")}
+        await js.publish_async(R.schedule_subject(f"held-{k:07d}"), R.timeout_body(f"held-{k:07d}", far, "server"),
+                               headers=hdr)
     await js.publish_async_completed()
     held = (await js.stream_info(R.STREAM)).state.messages
     await asyncio.sleep(1.0)
@@ -161,9 +161,8 @@ async def _schedules(srv: NatsServer, js: Any, pending: int, rate: float, count:
         rid = f"fire-{k:07d}"
         at_ns = t0 + int(k / rate * 1e9)
         at[rid] = -(-at_ns // 1_000_000) * 1_000_000
-        hdr = {"Nats-Schedule": f"@at {R.iso(at_ns)}", "Nats-Schedule-Target": f"{R.EVENTS}.{rid}"}
-        body = json.dumps({"type": R.TIMED_OUT, "id": rid}).encode()
-        await js.publish_async(f"{R.SCHEDULES}.{rid}", body, headers=hdr)
+        hdr = {"Nats-Schedule": f"@at {R.iso(at_ns)}", "Nats-Schedule-Target": R.subject(rid)}
+        await js.publish_async(R.schedule_subject(rid), R.timeout_body(rid, at_ns, "server"), headers=hdr)
     await js.publish_async_completed()
     msgs = await _read_all(js, f"{R.EVENTS}.>", count, timeout=count / rate + 30)
     late = [(R.js_meta(m.reply)[1] - at[m.subject.rsplit(".", 1)[1]]) / 1e6 for m in msgs]

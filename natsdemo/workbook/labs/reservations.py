@@ -35,7 +35,7 @@ class Instances:
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
 
-    def __init__(self, url: str, default_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, default_timeout: float = R.DEFAULT_TIMEOUT) -> None:
         self.url = url
         self.default_timeout = default_timeout
         self.dir = work_dir("reservations-")
@@ -142,8 +142,7 @@ class Tracker:
             return
         at = ts_ns / 1e9
         if ev.type == R.RESERVED:
-            timeout = float(ev.body.get("timeout", R.DEFAULT_TIMEOUT))
-            self.rows[ev.id] = Row(ev.id, at, at + timeout, ev.body.get("timer", "client"))
+            self.rows[ev.id] = Row(ev.id, at, ev.deadline_ns(R.DEFAULT_TIMEOUT) / 1e9, ev.timer)
             return
         row = self.rows.get(ev.id)
         if ev.type == R.TIMED_OUT:
