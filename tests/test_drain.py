@@ -4,6 +4,7 @@ failures and dead letters, graceful stop, and the CLI's one-shot modes and bad i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 
@@ -272,3 +273,44 @@ async def test_default_queue_contract_is_as_documented(nc):
     stream = await js.stream_info("DOCS_Q_QUEUE")
     assert stream.config.subjects == ["docs-q-queue.>"] and stream.config.retention == RetentionPolicy.WORK_QUEUE
     assert (await js.stream_info("DOCS_Q_DEAD")).config.subjects == ["docs-q-dead.>"]
+
+
+async def test_fetch_returning_an_empty_list_is_not_a_batch(nc):
+    """nats-py's fetch sometimes returns [] instead of raising (nats.py #709): when the server's
+    "request timeout" of an earlier pull on the same subscription arrives while a fetch waits.
+    Measured here: each drain starts right after such earlier pulls on the worker's subscription;
+    the drainer must count no batch and end "empty" every time."""
+    js = nc.jetstream()
+    name = "emptyfetch"
+    settings = DrainSettings(fetch_timeout=0.05, probe_timeout=0.05, prefetch=False)
+    drainer = Drainer(js, name, lambda msg: None, settings, listen_for_ticks=False)
+    await drainer.start()
+    psub = drainer._psub  # the worker's own pull subscription (the stale status arrives on its inbox)
+    real_fetch, empties = psub.fetch, []
+
+    async def counting_fetch(*args, **kwargs):  # the real nats-py call, counted
+        try:
+            got = await real_fetch(*args, **kwargs)
+        except TimeoutError:
+            empties.append(False)
+            raise
+        empties.append(got == [])
+        return got
+
+    psub.fetch = counting_fetch
+    try:
+        reports = []
+        for _ in range(30):
+            for _ in range(3):  # earlier pulls that found nothing
+                with contextlib.suppress(TimeoutError):
+                    await real_fetch(settings.batch, timeout=0.05)
+            reports.append(await drainer.drain_once())
+        print(f"the drainer's fetch returned [] {sum(empties)} times in {len(empties)} calls")
+        assert sum(empties) > 0, "the [] case did not occur: this test would prove nothing"
+        assert [(r.items, r.batches, r.ended) for r in reports] == [(0, 0, "empty")] * 30
+        await enqueue(js, name, 30)
+        full = await drainer.drain_once()
+        assert full.items == 30 and full.ended == "empty" and 1 <= full.batches <= 30
+        assert drainer.metrics.items == 30 and drainer.metrics.batches == full.batches
+    finally:
+        await drainer.stop()

@@ -73,9 +73,10 @@ class ConnectionLog:
         (self.log.warning if self.connected else self.log.debug)("%s: nats error: %s", self.name, exc)
 
     async def on_disconnected(self) -> None:
-        if self.connected:
-            self.disconnects += 1
-            self.log.warning("%s: disconnected from NATS; reconnecting", self.name)
+        if not self.connected or (self.nc is not None and (self.nc.is_closed or self.nc.is_draining)):
+            return  # our own close or drain: not an outage
+        self.disconnects += 1
+        self.log.warning("%s: disconnected from NATS; reconnecting", self.name)
 
     async def on_reconnected(self) -> None:
         self.reconnects += 1

@@ -184,6 +184,8 @@ class Drainer:
                         msgs, ahead = await ahead, None
                     else:
                         msgs = await self._psub.fetch(s.batch, timeout=timeout)
+                    if not msgs:  # nats-py sometimes returns [] instead of raising (nats.py #709)
+                        raise TimeoutError("fetch returned no messages")
                 except TimeoutError:
                     # nats-py raises nats.errors.TimeoutError, FetchTimeoutError or a bare
                     # asyncio.TimeoutError depending on the path: all are the builtin TimeoutError.

@@ -68,6 +68,8 @@ class TickConsumer:
                 msg = await self._sub.next_msg(timeout=timeout)
             else:
                 msgs = await self._sub.fetch(1, timeout=timeout)
+                if not msgs:  # nats-py sometimes returns [] instead of raising (nats.py #709)
+                    raise TimeoutError("fetch returned no messages")
                 msg = msgs[0]
                 # acknowledged on delivery and confirmed by the server, so a restart does not replay it
                 with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
