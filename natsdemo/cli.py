@@ -103,9 +103,12 @@ def explain(exc: BaseException, server: str | None = None) -> str:
     """A plain-words explanation of a connection or server error, with what to do."""
     import nats.errors
 
-    from natsdemo.workbook.binary import ServerStartError
+    from natsdemo.core.errors import NatsdemoError
 
-    if isinstance(exc, ServerStartError):
+    if isinstance(exc, NatsdemoError):  # its message already says what happened and what to do
+        return _one_line(exc)
+    server_mod = sys.modules.get("natsdemo.workbook.binary")  # loaded if a workbook server was started
+    if server_mod is not None and isinstance(exc, server_mod.ServerStartError):
         return _one_line(exc)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return (

@@ -86,7 +86,7 @@ class ConnectionLog:
 
     async def on_closed(self) -> None:
         if self.connected:
-            self.log.info("%s: connection closed", self.name)
+            self.log.debug("%s: connection closed", self.name)
 
     def options(self) -> dict[str, Any]:
         return {

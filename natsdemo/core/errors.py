@@ -8,7 +8,15 @@ class UsageError(ValueError):
     """Bad input (a flag, a cron expression, an id...). The message says what to do instead."""
 
 
-class Unavailable(RuntimeError):
+class NatsdemoError(RuntimeError):
+    """A failure whose message already says what happened and what to do (printed as it is)."""
+
+
+class ReplicasError(NatsdemoError):
+    """A stream cannot have the number of replicas asked for; never silently fewer."""
+
+
+class Unavailable(NatsdemoError):
     """JetStream did not acknowledge a publish in time (no stream leader, no quorum, no server).
 
     No acknowledgement is ever invented: the message says whether the publish may still have been

@@ -45,6 +45,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from natsdemo.core.connect import add_connection_arguments, connect_from_args
+from natsdemo.core.errors import UsageError
+from natsdemo.core.streams import REPLICAS_ENV, check_replicas
 
 log = logging.getLogger("natsdemo.service")
 
@@ -76,11 +78,22 @@ Serve = Callable[[Service], Awaitable[int | None]]
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every service shares: connection, ``-v/--verbose`` and ``--quiet``."""
+    """The flags every service shares: connection, ``--replicas``, ``-v/--verbose`` and ``--quiet``."""
     add_connection_arguments(parser)
+    parser.add_argument(
+        "--replicas", type=_replicas, default=None, metavar="N",
+        help="replicas of the streams it creates (default: $NATS_REPLICAS, else 3 on a cluster, 1 on one server)",
+    )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="log debug detail (connection events, retries)")
     noise.add_argument("--quiet", action="store_true", help="log problems only, print no per-event lines")
+
+
+def _replicas(value: str) -> int:
+    try:
+        return check_replicas(value)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of replicas: use 1 to 5") from None
 
 
 def configure_logging(args: argparse.Namespace) -> None:
@@ -90,6 +103,7 @@ def configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT, force=True)
     if level > logging.DEBUG:
         logging.getLogger("nats").setLevel(logging.WARNING)  # nats-py's own chatter
+        logging.getLogger("asyncio").setLevel(logging.ERROR)  # "eof_received() has no effect when using ssl"
 
 
 def stop_event(grace: float = GRACE) -> asyncio.Event:
@@ -158,5 +172,7 @@ async def _main(args: argparse.Namespace, name: str, serve: Serve, grace: float)
 
 def run_service(args: argparse.Namespace, name: str, serve: Serve, *, grace: float = GRACE) -> int:
     """Run ``serve`` inside the runtime (see the module docstring); returns the exit status."""
+    if getattr(args, "replicas", None) is None and os.environ.get(REPLICAS_ENV, "").strip():
+        check_replicas(os.environ[REPLICAS_ENV], REPLICAS_ENV)  # bad input is refused before connecting
     configure_logging(args)
     return asyncio.run(_main(args, name, serve, grace))

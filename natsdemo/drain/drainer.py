@@ -23,7 +23,9 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from natsdemo.drain.deadletter import dead_letter, deliveries_of
+from natsdemo.core.streams import retrying
+from natsdemo.drain.acks import call, give_back, settle_failure
+from natsdemo.drain.deadletter import deliveries_of
 from natsdemo.drain.queue import DrainSettings, ensure_queue
 from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
 from natsdemo.drain.wire import queue_names
@@ -59,6 +61,7 @@ class Drainer:
         listen_for_ticks: bool = True,
         tick_durable: str | None = None,
         on_drain: Callable[[DrainReport], Any] | None = None,
+        replicas: int | None = None,
     ) -> None:
         self.js = js
         self.names = queue_names(name)
@@ -68,6 +71,7 @@ class Drainer:
         self.listen_for_ticks = listen_for_ticks
         self.tick_durable = tick_durable
         self.on_drain = on_drain
+        self.replicas = replicas  # of the streams this worker creates when they are missing
         self.metrics = DrainMetrics()
         self.draining = False
         self._psub: Any = None
@@ -82,11 +86,14 @@ class Drainer:
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> Drainer:
         """Create what is missing (streams, consumer, ``SCHEDULE``), bind, and wait for ticks."""
-        info = await ensure_queue(self.js, self.names.name, self.settings)
+        info = await retrying(  # a cluster may still be electing leaders
+            f"creating queue {self.names.name}",
+            lambda: ensure_queue(self.js, self.names.name, self.settings, replicas=self.replicas),
+        )
         self._max_deliver = info.config.max_deliver or self.settings.max_deliver
         self._psub = await self.js.pull_subscribe_bind(self.names.durable, stream=self.names.stream)
         if self.listen_for_ticks:
-            self._ticks = TickConsumer(self.js, self.names.name, durable=self.tick_durable)
+            self._ticks = TickConsumer(self.js, self.names.name, durable=self.tick_durable, replicas=self.replicas)
             await self._ticks.start()
             self._tasks.append(asyncio.ensure_future(self._tick_loop()))
         self._tasks.append(asyncio.ensure_future(self._drain_loop()))
@@ -221,7 +228,7 @@ class Drainer:
                 extra: list[Msg] = []
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     extra = await ahead
-                await self._give_back(extra)
+                await give_back(extra)
             self.draining = False
             report.duration = time.monotonic() - t0
             self.metrics.add(report)
@@ -236,15 +243,6 @@ class Drainer:
                 break
             await asyncio.sleep(0.005 * (attempt + 1))
         return state
-
-    async def _give_back(self, msgs: list[Msg]) -> None:
-        """Nak (no delay) what this worker holds but will not process, so another worker gets it now."""
-        returned = [m for m in msgs if not m._ackd]
-        with contextlib.suppress(Exception):
-            for m in returned:
-                await m.nak()
-            if returned:
-                await returned[0]._client.flush(timeout=2)
 
     async def _process(self, msgs: list[Msg], report: DrainReport, ahead: asyncio.Future[Any] | None) -> None:
         s = self.settings
@@ -261,15 +259,11 @@ class Drainer:
                 if n > 1:
                     batch.redeliveries += 1
                 try:
-                    if is_async:
-                        await handler(msg)  # type: ignore[misc]
-                    else:
-                        result = handler(msg)
-                        if result is not None and inspect.isawaitable(result):
-                            await result
+                    await call(handler, is_async, msg)
                 except Exception as exc:  # a failing item must not stop the drain
                     batch.failures += 1
-                    if await self._failed(msg, n, exc):
+                    if await settle_failure(self.js, msg, self.names, self.worker, n, self._max_deliver,
+                                            self.settings.nak_backoff(n), exc):
                         batch.dead_lettered += 1
                 else:
                     await msg.ack()
@@ -288,15 +282,7 @@ class Drainer:
             report.count(batch)
             self.metrics.count(batch)
             # stopping or cancelled: hand what we have not finished straight back to the others
-            await self._give_back(msgs[done:])
-
-    async def _failed(self, msg: Msg, deliveries: int, exc: Exception) -> bool:
-        """Nak with back-off, or (last attempt) dead-letter and term. True if dead-lettered."""
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        if deliveries >= self._max_deliver and await dead_letter(self.js, msg, self.names, reason, self.worker):
-            return True
-        await msg.nak(delay=self.settings.nak_backoff(deliveries))  # also when the dead letter failed
-        return False
+            await give_back(msgs[done:])
 
 
 __all__ = ["PREFETCH_BELOW", "Drainer", "Handler"]

@@ -100,7 +100,9 @@ def consumer_config(names: QueueNames, settings: DrainSettings) -> api.ConsumerC
     )
 
 
-async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None) -> api.ConsumerInfo:
+async def ensure_queue(
+    js: Any, name: str, settings: DrainSettings | None = None, *, replicas: int | None = None
+) -> api.ConsumerInfo:
     """Create the work stream, the dead-letter stream and the durable consumer if missing.
 
     Idempotent: creating an identical consumer is a no-op, and a consumer whose ``ack_wait``,
@@ -111,7 +113,7 @@ async def ensure_queue(js: Any, name: str, settings: DrainSettings | None = None
     """
     names = queue_names(name)
     settings = (settings or DrainSettings()).validate()
-    replicas = replicas_for(js)  # 3 on a cluster, 1 on a single server
+    replicas = replicas_for(js, replicas)  # $NATS_REPLICAS, else 3 on a cluster and 1 on a single server
     await create_stream_if_missing(js, work_stream_config(names, replicas))
     await create_stream_if_missing(js, dead_stream_config(names, replicas))
     wanted = consumer_config(names, settings)

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from natsdemo.core.errors import UsageError
 from natsdemo.core.names import ack_fields
 from natsdemo.core.service import Service, add_service_arguments, run_service
+from natsdemo.core.streams import retrying
 from natsdemo.drain.deadletter import deliveries_of
 from natsdemo.drain.drainer import Drainer, Handler
 from natsdemo.drain.queue import DrainSettings, enqueue, ensure_queue
@@ -114,7 +115,8 @@ async def _serve(svc: Service) -> int:
     worker = args.worker or f"{socket.gethostname()}-{os.getpid()}"
     names = queue_names(args.name)
     if args.enqueue is not None:
-        await ensure_queue(js, args.name, settings)
+        await retrying(f"creating queue {args.name}", lambda: ensure_queue(js, args.name, settings,
+                                                                          replicas=args.replicas))
         await enqueue(js, args.name, args.enqueue)
         svc.say(f"enqueued {args.enqueue} items on {names.item_subject()}")
         return 0
@@ -125,6 +127,7 @@ async def _serve(svc: Service) -> int:
     drainer = Drainer(
         js, args.name, handler, settings, worker=worker, listen_for_ticks=not args.once,
         tick_durable=args.tick_durable, on_drain=None if args.quiet else lambda r: svc.say(f"{worker}: {r.line()}"),
+        replicas=args.replicas,
     )
     await drainer.start()
     if args.once:

@@ -90,11 +90,11 @@ async def ensure_stream(
     """Create the ``RESERVATIONS`` stream if missing (idempotent, safe to race) and return its info.
 
     ``allow_msg_schedules`` is on so both variants share one stream (it cannot be turned off later).
-    ``replicas=None`` means 3 on a cluster, 1 on a single server.
+    ``replicas=None`` means ``$NATS_REPLICAS``, else 3 on a cluster and 1 on a single server.
 
     Defined in notebooks/04_reservation_timeouts.ipynb
     """
-    config = stream_config(storage=storage, duplicate_window=duplicate_window, replicas=replicas or replicas_for(js))
+    config = stream_config(storage=storage, duplicate_window=duplicate_window, replicas=replicas_for(js, replicas))
     return await create_stream_if_missing(js, config)
 
 

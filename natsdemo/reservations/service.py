@@ -71,11 +71,13 @@ class TimeoutService:
         scheduler: type = Scheduler,
         publish_timeout: float = 5.0,
         max_in_flight: int = 256,
+        replicas: int | None = None,
     ) -> None:
         self.js = js
         self.default_timeout = check_timeout(default_timeout)
         self.name = name
         self.publish_timeout = publish_timeout
+        self.replicas = replicas  # of RESERVATIONS, if this service creates it
         self.timers = scheduler(self._fire, max_in_flight=max_in_flight)
         self.stats = dict.fromkeys(("replayed", "events", "stored", "refused", "duplicate", "retried", "skipped"), 0)
         self.lateness: collections.deque[float] = collections.deque(maxlen=200_000)  # seconds, at fire time
@@ -87,7 +89,9 @@ class TimeoutService:
 
     async def start(self, wait: bool = True) -> None:
         """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
-        await retrying("creating stream RESERVATIONS", lambda: ensure_stream(self.js))  # cluster may be electing
+        await retrying(
+            "creating stream RESERVATIONS", lambda: ensure_stream(self.js, replicas=self.replicas)
+        )  # cluster may be electing
         self._t0 = time.perf_counter()
         self._sub = await retrying(
             "subscribing to the reservation events",
@@ -195,7 +199,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 async def _serve(svc: Service) -> int:
     name, timeout = svc.args.name, svc.args.timeout
-    service = TimeoutService(svc.js, default_timeout=timeout, name=name)
+    service = TimeoutService(svc.js, default_timeout=timeout, name=name, replicas=svc.args.replicas)
     try:
         starting = asyncio.ensure_future(service.start())
         stopping = asyncio.ensure_future(svc.stop.wait())

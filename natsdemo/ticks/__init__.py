@@ -24,6 +24,7 @@ from natsdemo.ticks.wire import (
     SUBJECT_PREFIX,
     ServerTickBody,
     TickBody,
+    schedule_stream_config,
     server_schedule_subject,
     tick_msg_id,
     tick_subject,
@@ -34,5 +35,6 @@ __all__ = [
     "CATCH_UP", "DUPLICATE_WINDOW", "MAX_TICKS_PER_SUBJECT", "SCHEDULE_STREAM", "SERVER_SCHEDULE_PREFIX",
     "SUBJECT_PREFIX", "Fired", "ServerTickBody", "Tick", "TickBody", "TickConsumer", "Ticker",
     "ensure_schedule_stream", "install_server_schedule", "publish_tick", "remove_server_schedule",
+    "schedule_stream_config",
     "server_schedule_subject", "tick_msg_id", "tick_subject", "validate_name",
 ]

@@ -28,11 +28,12 @@ class TickConsumer:
     Defined in notebooks/02_cron_ticks.ipynb
     """
 
-    def __init__(self, js: Any, name: str, *, durable: str | None = None) -> None:
+    def __init__(self, js: Any, name: str, *, durable: str | None = None, replicas: int | None = None) -> None:
         self.js = js
         self.name = validate_name(name)
         self.subject = tick_subject(name)
         self.durable = None if durable is None else check_token(durable, "durable name", 64, "worker-1")
+        self.replicas = replicas  # of the SCHEDULE stream, if this consumer creates it
         self._sub: Any = None
         self._stopped = False
 
@@ -41,7 +42,7 @@ class TickConsumer:
         self._stopped = False
         if self._sub is not None:
             return
-        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js))
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js, replicas=self.replicas))
         if self.durable is None:
             self._sub = await self.js.subscribe(
                 self.subject,

@@ -27,7 +27,9 @@ from natsdemo.ticks.wire import SCHEDULE_STREAM, ServerTickBody, server_schedule
 __all__ = ["install_server_schedule", "remove_server_schedule"]
 
 
-async def install_server_schedule(js: Any, name: str, cron: str, tz: str = "UTC") -> api.PubAck:
+async def install_server_schedule(
+    js: Any, name: str, cron: str, tz: str = "UTC", *, replicas: int | None = None
+) -> api.PubAck:
     """Let nats-server own the clock: a cron message schedule whose target is ``schedule.<name>``.
 
     The server copies this message's body into every tick, so the body is static:
@@ -40,7 +42,7 @@ async def install_server_schedule(js: Any, name: str, cron: str, tz: str = "UTC"
     Defined in notebooks/02_cron_ticks.ipynb
     """
     spec = parse_cron(cron, tz)
-    await ensure_schedule_stream(js)
+    await ensure_schedule_stream(js, replicas=replicas)
     body = ServerTickBody(name, spec.fields, spec.tz)
     headers = {
         "Nats-Schedule": spec.fields,  # the server's cron is 6 fields, seconds first, like ours

@@ -55,15 +55,15 @@ def _print_fired(fired: Fired) -> None:
 async def _serve(svc: Service) -> int:
     args, js = svc.args, svc.js
     if args.server_side:
-        ack = await install_server_schedule(js, args.name, args.cron, args.tz)
+        ack = await install_server_schedule(js, args.name, args.cron, args.tz, replicas=args.replicas)
         svc.ready(
             f"installed server-side schedule {server_schedule_subject(args.name)} (seq {ack.seq}): "
             f"{normalize_cron(args.cron)!r} in {args.tz} -> {tick_subject(args.name)}"
         )
         return 0
     ticker = Ticker(js, args.name, args.cron, args.tz, catch_up=args.catch_up,
-                    on_fire=None if args.quiet else _print_fired)
-    await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(js))
+                    on_fire=None if args.quiet else _print_fired, replicas=args.replicas)
+    await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(js, replicas=args.replicas))
     nxt = ticker.spec.next_after(now_utc())
     svc.ready(
         f"ticking {tick_subject(args.name)} cron {ticker.spec.fields!r} tz {args.tz} "

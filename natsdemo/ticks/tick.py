@@ -39,12 +39,13 @@ async def ensure_schedule_stream(js: Any, *, replicas: int | None = None) -> Non
     Idempotent and safe when several processes race to create it: the loser of the race finds the
     winner's stream. An existing stream without ``allow_msg_schedules`` is updated to allow them
     (the flag can be switched on later, never off). No age limit: an age limit would also expire
-    the server-side schedule messages that live in this stream. ``replicas=None`` means 3 on a
-    cluster, 1 on a single server (:func:`natsdemo.core.streams.replicas_for`).
+    the server-side schedule messages that live in this stream. ``replicas=None`` means
+    ``$NATS_REPLICAS``, else 3 on a cluster and 1 on a single server
+    (:func:`natsdemo.core.streams.default_replicas`).
 
     Defined in notebooks/02_cron_ticks.ipynb
     """
-    info = await create_stream_if_missing(js, schedule_stream_config(replicas or replicas_for(js)))
+    info = await create_stream_if_missing(js, schedule_stream_config(replicas_for(js, replicas)))
     if not info.config.allow_msg_schedules:  # made before schedules were wanted: they can be switched on
         info.config.allow_msg_schedules = True
         await js.update_stream(info.config)

@@ -74,6 +74,7 @@ class Ticker:
         replica: str = "",
         on_fire: Callable[[Fired], Any] | None = None,
         clock: Callable[[], datetime] = now_utc,
+        replicas: int | None = None,
     ) -> None:
         if catch_up not in CATCH_UP:
             raise UsageError(f"catch_up must be one of {', '.join(CATCH_UP)}, not {catch_up!r}")
@@ -85,6 +86,7 @@ class Ticker:
         self.replica = replica
         self.on_fire = on_fire
         self.clock = clock
+        self.replicas = replicas  # of the SCHEDULE stream, if this ticker creates it
         self.history: deque[Fired] = deque(maxlen=2000)
         self.published = 0
         self.duplicates = 0
@@ -144,7 +146,7 @@ class Ticker:
     async def run(self, stop: asyncio.Event | None = None, *, max_ticks: int | None = None) -> None:
         """Tick until ``stop`` is set (or ``max_ticks`` slots were handled)."""
         stop = stop or asyncio.Event()
-        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js))
+        await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js, replicas=self.replicas))
         now = self.clock()
         if self.catch_up == "latest":
             last = await self.last_stored_slot()
