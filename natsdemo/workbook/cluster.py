@@ -27,7 +27,7 @@ from pathlib import Path
 from natsdemo.core.errors import UsageError
 from natsdemo.tls import ensure_certs
 from natsdemo.workbook.binary import free_ports
-from natsdemo.workbook.monitor import monitor_json
+from natsdemo.workbook.monitor import amonitor_json, monitor_json
 from natsdemo.workbook.tls_servers import TlsServer
 
 CONFIG = "cluster-tls.conf"
@@ -55,9 +55,6 @@ class LocalCluster:
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 9:
             raise UsageError(f"--nodes must be between 1 and 9 (got {self.nodes}); 3 is the usual size")
-        if self.replaces is not None:  # re-running a notebook cell: stop the previous cluster first
-            self.replaces.stop()
-            self.replaces = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -108,6 +105,9 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         """Start every node and wait until JetStream has a meta leader."""
+        if self.replaces is not None:  # re-running a notebook cell: stop the previous cluster first
+            self.replaces.stop()
+            self.replaces = None
         if not self.servers:
             self._build()
         try:
@@ -118,6 +118,27 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    async def astart(self) -> LocalCluster:
+        """:meth:`start` without blocking the event loop (notebooks, widget handlers)."""
+        if self.replaces is not None:
+            await self.replaces.astop()
+            self.replaces = None
+        if not self.servers:
+            await asyncio.to_thread(self._build)  # certificates: CPU work
+        try:
+            for srv in self.servers.values():
+                await srv.astart()
+            await self.await_ready()
+        except BaseException:
+            await self.astop()
+            raise
+        return self
+
+    async def astop(self) -> None:
+        """:meth:`stop` without blocking the event loop."""
+        await asyncio.gather(*(srv.astop() for srv in self.servers.values()))
+        self.stop()
 
     def wait_ready(self, timeout: float | None = None, need: int | None = None) -> str:
         """Block until the meta group has a leader and ``need`` nodes (all running ones) see a full mesh."""
@@ -158,6 +179,12 @@ class LocalCluster:
         if not srv.running():
             srv.start()
 
+    async def arestart(self, node: str) -> None:
+        """:meth:`restart` without blocking the event loop."""
+        srv = self._node(node)
+        if not srv.running():
+            await srv.astart()
+
     def running(self) -> list[str]:
         return [n for n, s in self.servers.items() if s.running()]
 
@@ -183,6 +210,10 @@ class LocalCluster:
     def monitor(self, node: str, endpoint: str) -> dict:
         """A monitoring endpoint (``healthz``, ``varz``, ``jsz``, ``routez``...) of one node."""
         return monitor_json(self._node(node), endpoint, timeout=2)
+
+    async def amonitor(self, node: str, endpoint: str) -> dict:
+        """:meth:`monitor` in a worker thread, so the event loop never waits on HTTP."""
+        return await amonitor_json(self._node(node), endpoint, timeout=2)
 
 
 # ===================================================================== command line

@@ -64,6 +64,24 @@ def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | Externa
 
     Defined in notebooks/00_start_here.ipynb
     """
+    found = _find(name)
+    if found is not None:
+        return found
+    return NatsServer(name=name, **kwargs).start()
+
+
+async def afind_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | ExternalServer:
+    """:func:`find_or_start` that waits for a new server without blocking the event loop (notebooks).
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+    found = _find(name)
+    if found is not None:
+        return found
+    return await NatsServer(name=name, **kwargs).astart()
+
+
+def _find(name: str) -> NatsServer | ExternalServer | None:
     env = os.environ.get("NATS_URL")
     if env:
         return ExternalServer(env, os.environ.get("NATS_MONITOR_URL"))
@@ -72,7 +90,7 @@ def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | Externa
             srv = _adopt(entry)
             if srv is not None:
                 return srv
-    return NatsServer(name=name, **kwargs).start()
+    return None
 
 
 def _adopt(entry: dict[str, Any]) -> NatsServer | None:

@@ -157,6 +157,11 @@ class ServiceProcess:
         self.stop()
         return self.start()
 
+    async def arestart(self) -> ServiceProcess:
+        """:meth:`restart` without blocking the event loop (the graceful stop can take seconds)."""
+        await self.astop()
+        return self.start()
+
     def remove_log(self) -> None:
         self.log_path.unlink(missing_ok=True)
 

@@ -71,9 +71,9 @@ class ClusterDashboard:
         self._mark(f"kill {node}")
         self.panel.say(f"killed {node} (SIGKILL); running: {', '.join(self.cluster.running()) or 'none'}")
 
-    def restart_node(self, node: str) -> None:
-        """Start a killed node again on the same ports and store."""
-        self.cluster.restart(node)
+    async def restart_node(self, node: str) -> None:
+        """Start a killed node again on the same ports and store (without blocking the kernel)."""
+        await self.cluster.arestart(node)
         self._mark(f"start {node}")
         self.panel.say(f"restarted {node}; running: {', '.join(self.cluster.running())}")
 
@@ -83,10 +83,10 @@ class ClusterDashboard:
         self._mark(f"kill {name}")
         self.panel.say(f"killed service {name} (SIGKILL)")
 
-    def restart_service(self, name: str) -> None:
-        """Start a service again; it picks up from the streams where it left off."""
+    async def restart_service(self, name: str) -> None:
+        """Start a service again; it picks up from the streams where it left off (without blocking)."""
         svc = self.services[name]
-        svc.restart()
+        await svc.arestart()
         self._mark(f"start {name}")
         self.panel.say(f"restarted service {name} (pid {svc.pid})")
 

@@ -56,6 +56,11 @@ class Instances:
                 proc.stop(10)
         return [self.start(f"i{k}") for k in range(1, n + 1)]
 
+    async def ascale(self, n: int) -> list[str]:
+        """:meth:`scale` without blocking the event loop (extra instances stop in parallel)."""
+        await asyncio.gather(*(p.astop(10) for name, p in self.procs.items() if int(name[1:]) > n))
+        return [self.start(f"i{k}") for k in range(1, n + 1)]
+
     def alive(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.running()]
 
@@ -96,6 +101,10 @@ class Instances:
     def stop(self) -> None:
         """SIGTERM every instance (they shut down gracefully), SIGKILL stragglers after 10 s."""
         stop_all(self.procs, timeout=10)
+
+    async def astop(self) -> None:
+        """:meth:`stop` without blocking the event loop."""
+        await asyncio.gather(*(p.astop(10) for p in self.procs.values()))
 
 
 @dataclass
