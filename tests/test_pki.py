@@ -4,8 +4,10 @@ key hygiene (0600, never in git), and the plain-words error explanations."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from natsdemo import tls
+from natsdemo.workbook.tls_servers import TlsServer
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 # a PEM private key header, spelled so that this file does not match itself
@@ -259,3 +262,42 @@ def test_lifetimes_are_as_documented(tmp_path):
         life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
         assert dt.timedelta(days=29) < life <= dt.timedelta(days=30, minutes=10), (name, life)
         assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
+
+
+def _openssl_block() -> str:
+    """The first ```bash block of notebook 01's openssl section, as a reader copies it."""
+    cells = json.loads((ROOT / "notebooks" / "01_tls_self_signed_ca.ipynb").read_text())["cells"]
+    text = next("".join(c["source"]) for c in cells if "same certificates with openssl" in "".join(c["source"]))
+    return text.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+async def test_the_openssl_commands_of_notebook_01_make_the_same_set(tmp_path):
+    """What the notebook says of them: the same names, lifetimes, extensions and key modes, and
+    servers accept them (a verify_and_map server maps alice and bob)."""
+    out = subprocess.run(["bash", "-c", _openssl_block()], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in tls.standard_files():
+        assert (tmp_path / name).exists(), name
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode == (0o600 if name.endswith("-key.pem") else 0o644), (name, oct(mode))
+    ca_cert, server = tls.load_cert(tmp_path / "ca.pem"), tls.load_cert(tmp_path / "server.pem")
+    assert ca_cert.not_valid_after_utc - ca_cert.not_valid_before_utc == dt.timedelta(days=tls.CA_DAYS)
+    assert server.not_valid_after_utc - server.not_valid_before_utc == dt.timedelta(days=tls.DEFAULT_DAYS)
+    ours = tls.load(tmp_path, "client-bob").cert  # the key loads, and matches
+    for cert in (server, ours):
+        assert _ext(cert, x509.BasicConstraints).ca is False
+        usage = _ext(cert, x509.KeyUsage)
+        assert usage.digital_signature and not usage.key_cert_sign
+    assert tls.sans(server) == {"hosts": list(tls.DEFAULT_HOSTS), "emails": []}
+    assert tls.sans(ours)["emails"] == ["bob@natsdemo.test"]
+    async with TlsServer(config="tls-verify-and-map.conf", certs=tmp_path, name="test-openssl") as srv:
+        ctx = tls.client_context(tmp_path / "ca.pem", tmp_path / "client-alice.pem", tmp_path / "client-alice-key.pem")
+        assert (await tls.probe(srv.url.replace("nats://", "tls://"), ctx, server=srv)).ok
+
+
+def test_the_workbook_writes_its_certificates_into_the_repositorys_certs_folder():
+    """Notebook 01 says `certs/` at the top of the repository: where `natsdemo certs` and compose look."""
+    from natsdemo.workbook.labs.tls import workbook_certs_dir
+
+    assert workbook_certs_dir() == ROOT / "certs"

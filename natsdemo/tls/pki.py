@@ -62,12 +62,17 @@ class Issued:
         return self.cert.serial_number
 
     def write(self, folder: str | os.PathLike[str], stem: str) -> tuple[Path, Path]:
-        """Write ``stem.pem`` and ``stem-key.pem`` (mode 0600) into ``folder``; returns both paths."""
+        """Write ``stem-key.pem`` (mode 0600), then ``stem.pem``, into ``folder``; returns both paths.
+
+        Each file is written aside and renamed into place, so a reader sees the old file or the
+        new one, never half of one (a crash between the two renames leaves a mismatched pair,
+        which servers refuse and :func:`natsdemo.tls.files.ensure_certs` replaces).
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}-key.pem"
         write_private(key_path, self.key_pem)
-        cert_path.write_bytes(self.cert_pem)
+        write_public(cert_path, self.cert_pem)
         return cert_path, key_path
 
 
@@ -79,6 +84,14 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.chmod(tmp, 0o600)  # in case a umask or an ACL widened it
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Write a certificate (mode 0644) aside, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
