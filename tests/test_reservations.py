@@ -168,13 +168,17 @@ async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
     await first.stop()  # the only instance goes away before open-1's deadline
     await asyncio.sleep(1.0)
     second = TimeoutService(js, name="second")
+    restarted = time.time()
     await second.start()
     try:
         await wait_for(lambda: _last_type(js, "open-1", R.TIMED_OUT))
         events = {(e.id, e.type): e for e in await R.read_events(js)}
         reserved, fired = events[("open-1", R.RESERVED)], events[("open-1", R.TIMED_OUT)]
-        late_ms = (fired.ts_ns - reserved.ts_ns - 0.6e9) / 1e6
-        assert 0 <= late_ms < 1500  # fired when the replay caught up, not 0.6 s after the restart
+        assert fired.ts_ns >= reserved.ts_ns + 0.6e9  # never early
+        after_restart = fired.ts_ns / 1e9 - restarted
+        # fired as soon as the replay caught up; the seed's bug (a fresh relative timer on every
+        # start) would fire it a whole timeout, 0.6 s, after the restart
+        assert after_restart < 0.3, f"fired {after_restart:.2f} s after the restart"
         assert second.stats["replayed"] == 3 and second.stats["stored"] == 1 and second.stats["refused"] == 0
     finally:
         await second.stop()
@@ -189,21 +193,25 @@ async def test_duplicate_window_pitfall_and_core_subscribers(nc):
         core.append(msg.data)
 
     await nc.subscribe("dedup.>", cb=on_core)
+    reservation = await js.publish("dedup.r1", b"tickets-reserved")
     hdr = {"Nats-Msg-Id": "r1-reservation-timeout"}
-    first = await js.publish("dedup.r1", b"timeout", headers=hdr)
+    guard = {**hdr, "Nats-Expected-Last-Subject-Sequence": str(reservation.seq)}  # as the timer service sends it
+    first = await js.publish("dedup.r1", b"timeout", headers=guard)
     again = await js.publish("dedup.r1", b"timeout", headers=hdr)
     assert again.duplicate and again.seq == first.seq
-    await asyncio.sleep(1.3)  # past the duplicate window: the same msg id is stored again
-    later = await js.publish("dedup.r1", b"timeout", headers=hdr)
-    assert not later.duplicate and later.seq == first.seq + 1
-    guarded = {**hdr, "Nats-Expected-Last-Subject-Sequence": str(first.seq)}
-    with pytest.raises(nats.js.errors.BadRequestError) as refused:
-        await js.publish("dedup.r1", b"timeout", headers=guarded)
+    await asyncio.sleep(1.3)  # past the duplicate window
+    with pytest.raises(nats.js.errors.BadRequestError) as refused:  # nothing else landed in between:
+        await js.publish("dedup.r1", b"timeout", headers=guard)  # the guard alone refuses the late copy
     assert refused.value.err_code == R.WRONG_LAST_SEQUENCE
+    own = {**hdr, "Nats-Expected-Last-Subject-Sequence": str(first.seq)}  # naming its own first copy
+    assert not (await js.publish("dedup.r1", b"timeout", headers=own)).duplicate  # ...is accepted: a trap
+    await asyncio.sleep(1.3)
+    later = await js.publish("dedup.r1", b"timeout", headers=hdr)  # the msg id alone, past the window
+    assert not later.duplicate and later.seq == first.seq + 2
     await nc.flush()
     await asyncio.sleep(0.2)  # core callbacks run on their own task
-    assert len(core) == 4  # a core subscriber saw all four, even the de-duplicated and the refused one
-    assert (await js.stream_info("DEDUP")).state.messages == 2
+    assert len(core) == 6  # a core subscriber saw every publish, even the de-duplicated and the refused one
+    assert (await js.stream_info("DEDUP")).state.messages == 4
 
 
 def test_cli_rejects_bad_timeout_in_one_line():
