@@ -217,8 +217,9 @@ async def test_two_nodes_down_is_a_clear_error_and_recovery_completes(tmp_path: 
         others = [n for n in cluster.names if n != leader]
         cluster.kill(leader)
         cluster.kill(others[0])
-        with pytest.raises(Unavailable, match="no leader or no quorum"):
+        with pytest.raises(Unavailable, match="no leader or no quorum") as refused:
             await reservations.reserve(js, "during", 2.0, retry_for=3)
+        assert "Nats-Msg-Id" not in str(refused.value)  # reserve sends none: the hint must not ask for one
         cluster.restart(leader)
         cluster.restart(others[0])
         await cluster.await_ready(60)

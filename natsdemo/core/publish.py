@@ -61,10 +61,15 @@ async def publish_acked(
             break
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
-    if maybe_stored:
-        hint = "it may have been stored; retry with the same Nats-Msg-Id so the stream de-duplicates it"
-    else:
+    if not maybe_stored:
         hint = "nothing was stored; it is safe to retry"
+    elif headers and headers.get("Nats-Msg-Id"):
+        hint = "it may have been stored; retry with the same Nats-Msg-Id so the stream de-duplicates it"
+    elif idempotent:
+        hint = ("it may have been stored; a retry is safe (its expected-sequence guard refuses a second copy), "
+                "then read back which copy landed")
+    else:
+        hint = "it may have been stored: check the stream before publishing it again"
     raise Unavailable(
         f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
         f"(are most cluster nodes down?); {hint}"

@@ -19,6 +19,15 @@ from natsdemo.workbook.widgets import LivePlot, Panel, Series, button
 STREAMS = ("SCHEDULE", "EOD_QUEUE", "RESERVATIONS")
 
 
+def _replicas_current(info: Any) -> str:
+    """``current/configured`` replicas of a stream: a dead node's replica stops being current."""
+    total = info.config.num_replicas or 1
+    if not info.cluster:
+        return f"{total}/{total}"
+    followers = [p for p in info.cluster.replicas or [] if p.current and not p.offline]
+    return f"{(1 if info.cluster.leader else 0) + len(followers)}/{total}"
+
+
 class ClusterDashboard:
     """Node and service controls, a table of stream leaders, and a live plot of message counts.
 
@@ -98,7 +107,7 @@ class ClusterDashboard:
             try:
                 info = await asyncio.wait_for(self.js.stream_info(name), 2)
                 leader, count = info.cluster.leader if info.cluster else "-", info.state.messages
-                replicas = len(info.cluster.replicas or []) + 1 if info.cluster else 1
+                replicas = _replicas_current(info)
                 self.series[name].add(count)
                 rows.append((name, leader or "(electing)", f"{replicas}", f"{count:,}"))
             except Exception as exc:  # a node being down is shown in the table, not raised
@@ -109,7 +118,7 @@ class ClusterDashboard:
             "<tr>" + "".join(f"<td style='padding:0 8px'>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
         )
         self.table.value = (
-            f"<table><tr><th>stream</th><th>leader</th><th>replicas</th><th>messages</th></tr>{cells}</table>"
+            f"<table><tr><th>stream</th><th>leader</th><th>replicas current</th><th>messages</th></tr>{cells}</table>"
             f"<div>nodes: {nodes}</div><div>services: {svcs}</div>"
         )
         for name, s in self.series.items():
