@@ -7,6 +7,7 @@ import asyncio
 
 import ipywidgets as W
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
@@ -106,3 +107,45 @@ def test_series_is_bounded_and_relative():
         s.add(v)
     assert list(s.ys) == [2, 3, 4] and len(s) == 3
     assert 0 <= s.xs[0] <= s.now()
+
+
+def _inside(fig, artist) -> bool:
+    fig.canvas.draw()
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    return box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+def test_live_plots_keep_their_labels_inside_the_figure():
+    """Measured: a 4.4 x 2.8 in figure without a layout engine puts its x label 13 px below the
+    edge (clipped); LivePlot's constrained layout keeps every label inside."""
+    import matplotlib.pyplot as plt
+
+    plot = LivePlot("t", "seconds", "items", figsize=(4.4, 2.8), counts=True)
+    plot.set("a", [0, 1000], [0, 2_000_000])
+    assert all(_inside(plot.fig, a) for a in (plot.ax.xaxis.label, plot.ax.yaxis.label, plot.ax.title))
+    with plt.ioff():
+        bare, ax = plt.subplots(figsize=(4.4, 2.8))  # the buggy variant, for comparison
+    ax.set_xlabel("seconds")
+    ax.plot([0, 1000], [0, 2_000_000])
+    assert not _inside(bare, ax.xaxis.label)
+    plt.close(bare)
+    plot.close()
+
+
+def test_counts_get_integer_ticks_and_a_failed_poll_leaves_a_gap():
+    plot = LivePlot("t", "s", "n", counts=True, titles=("a", "b"), figsize=(6, 2.5))
+    plot.line("x", 1).set_data([0, 1, 2, 3], [1, 2, float("nan"), 3])
+    plot.redraw()
+    plot.fig.canvas.draw()
+    ticks = plot.axes[1].get_yticks()
+    assert len(plot.axes) == 2 and all(float(t).is_integer() for t in ticks)
+    from matplotlib.path import Path
+
+    drawn = plot.lines["x"].get_path().cleaned(remove_nans=True)  # what the renderer draws
+    assert list(drawn.codes).count(Path.MOVETO) == 2  # the NaN split it: no segment across the gap
+    plot.close()
+
+
+def test_a_figure_wider_than_a_jupyterlab_window_is_refused():
+    with pytest.raises(ValueError, match="1280-pixel"):
+        LivePlot("too wide", figsize=(12, 3))

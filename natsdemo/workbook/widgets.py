@@ -24,6 +24,7 @@ from typing import Any
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 class Panel:
@@ -152,19 +153,39 @@ def _is_widget(obj: object) -> bool:
     return isinstance(obj, W.DOMWidget)
 
 
+MAX_WIDTH = 9.6  # inches at 100 dpi: what fits beside JupyterLab's file browser in a 1280-pixel window
+
+
 class LivePlot:
     """A matplotlib figure that redraws in place: named lines updated with :meth:`set`.
+
+    Laid out with matplotlib's constrained layout, so titles and axis labels are never clipped;
+    ``counts=True`` puts integer ticks on the y axis (items, messages, duplicates). ``titles`` makes
+    one panel per title, side by side, each with its own y axis (for quantities of very different
+    sizes). A NaN in a line's data leaves a gap: the way to show a poll that failed.
 
     Defined in notebooks/00_start_here.ipynb
     """
 
     def __init__(
-        self, title: str = "", xlabel: str = "", ylabel: str = "", figsize: tuple[float, float] = (6, 3)
+        self, title: str = "", xlabel: str = "", ylabel: str = "", figsize: tuple[float, float] = (6, 3),
+        *, counts: bool = False, titles: Iterable[str] = (),
     ) -> None:
+        panels = list(titles) or [title]
+        if figsize[0] > MAX_WIDTH:
+            raise ValueError(f"a figure wider than {MAX_WIDTH} in does not fit a 1280-pixel JupyterLab window")
         with plt.ioff():
-            self.fig, self.ax = plt.subplots(figsize=figsize)
-        self.ax.set_title(title)
-        self.ax.set_xlabel(xlabel)
+            self.fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
+        self.fig.set_layout_engine("constrained")
+        self.axes = list(axes[0])
+        self.ax = self.axes[0]
+        for ax, panel in zip(self.axes, panels, strict=True):
+            ax.set_title(panel, fontsize="medium")
+            ax.set_xlabel(xlabel)
+            if counts:
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if titles and title:
+            self.fig.suptitle(title)
         self.ax.set_ylabel(ylabel)
         self.lines: dict[str, Any] = {}
         self._image: W.Image | None = None
@@ -185,11 +206,12 @@ class LivePlot:
             self.redraw()
         return self._image
 
-    def line(self, name: str, **style: Any) -> Any:
-        """Get or create the line called ``name`` (shown in the legend)."""
+    def line(self, name: str, panel: int = 0, **style: Any) -> Any:
+        """Get or create the line called ``name`` (in panel ``panel``; shown in the legend)."""
         if name not in self.lines:
-            (self.lines[name],) = self.ax.plot([], [], label=name, **style)
-            self.ax.legend(loc="upper left", fontsize="small")
+            ax = self.axes[panel]
+            (self.lines[name],) = ax.plot([], [], label=name, **style)
+            ax.legend(loc="upper left", fontsize="small")
         return self.lines[name]
 
     def set(self, name: str, xs: Iterable[float], ys: Iterable[float], **style: Any) -> None:
@@ -199,14 +221,15 @@ class LivePlot:
 
     def redraw(self) -> None:
         """Rescale to the data and draw (idle draw with ipympl, a fresh PNG otherwise)."""
-        self.ax.relim()
-        self.ax.autoscale_view()
+        for ax in self.axes:
+            ax.relim()
+            ax.autoscale_view()
         self.draws += 1
         if _is_widget(self.fig.canvas):
             self.fig.canvas.draw_idle()
         elif self._image is not None:
             buf = io.BytesIO()
-            self.fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+            self.fig.savefig(buf, format="png", dpi=80)
             self._image.value = buf.getvalue()
 
     def close(self) -> None:

@@ -107,8 +107,9 @@ class DrainLab:
         self.tick_button = button("Fire a tick now", self.on_tick, self.panel, button_style="warning")
         self.add_button = button("Add worker", self.on_add, self.panel)
         self.remove_button = button("Remove worker", self.on_remove, self.panel)
-        self.queue_plot = LivePlot("the queue", "seconds", "items", figsize=(6, 2.6))
-        self.worker_plot = LivePlot("items processed per worker", "seconds", "items", figsize=(6, 2.6))
+        self.queue_plot = LivePlot("the queue", "seconds", "items", figsize=(4.4, 2.8), counts=True)
+        self.worker_plot = LivePlot("items processed per worker", "seconds", "items", figsize=(4.4, 2.8),
+                                    counts=True)
         self.pending, self.ack_pending = Series(), Series()
         self.per_worker: dict[str, Series] = {}
         self.panel.every(0.25, self.refresh)

@@ -49,8 +49,9 @@ class ClusterDashboard:
         self.cluster, self.js, self.services = cluster, js, services
         self.panel = Panel("Cluster", replaces=replaces.panel if replaces else None)
         self.series = {name: Series() for name in STREAMS}
-        self.plot = LivePlot("messages per stream (SIGKILLs and restarts marked)", "seconds", "messages",
-                             figsize=(6, 3))
+        # one panel per stream: 2,000 queue items and a few ticks do not share a readable axis
+        self.plot = LivePlot("messages per stream (SIGKILLs and restarts dotted; gaps: no answer)", "seconds",
+                             "messages", figsize=(9.2, 2.8), counts=True, titles=STREAMS)
         self.table = W.HTML()
         self.node = W.Dropdown(options=cluster.names, value=cluster.names[0], description="node")
         self.service = W.Dropdown(options=list(services), value=next(iter(services)), description="service")
@@ -70,9 +71,10 @@ class ClusterDashboard:
     def _mark(self, label: str) -> None:
         t = self.series[STREAMS[0]].now()
         self.events.append((t, label))
-        self.plot.ax.axvline(t, color="grey", linestyle=":", linewidth=1)
-        self.plot.ax.annotate(label, (t, 0), rotation=90, fontsize="x-small", color="grey",
-                              xycoords=("data", "axes fraction"), va="bottom")
+        for ax in self.plot.axes:
+            ax.axvline(t, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(label, (t, 0), rotation=90, fontsize="x-small", color="grey",
+                        xycoords=("data", "axes fraction"), va="bottom")
 
     def kill_node(self, node: str) -> None:
         """SIGKILL one node (its data stays on disk)."""
@@ -111,6 +113,7 @@ class ClusterDashboard:
                 self.series[name].add(count)
                 rows.append((name, leader or "(electing)", f"{replicas}", f"{count:,}"))
             except Exception as exc:  # a node being down is shown in the table, not raised
+                self.series[name].add(float("nan"))  # a gap in the plot: the poll got no answer
                 rows.append((name, "unavailable", "-", type(exc).__name__))
         nodes = ", ".join(f"{n} {'up' if n in self.cluster.running() else 'DOWN'}" for n in self.cluster.names)
         svcs = ", ".join(f"{n} {'up' if s.running() else 'DOWN'}" for n, s in self.services.items())
@@ -121,8 +124,8 @@ class ClusterDashboard:
             f"<table><tr><th>stream</th><th>leader</th><th>replicas current</th><th>messages</th></tr>{cells}</table>"
             f"<div>nodes: {nodes}</div><div>services: {svcs}</div>"
         )
-        for name, s in self.series.items():
-            self.plot.line(name).set_data(list(s.xs), list(s.ys))
+        for panel, (name, s) in enumerate(self.series.items()):
+            self.plot.line(name, panel).set_data(list(s.xs), list(s.ys))
         self.plot.redraw()
 
     @property
@@ -132,4 +135,4 @@ class ClusterDashboard:
             W.HBox([self.node, b["kill node"], b["restart node"]]),
             W.HBox([self.service, b["kill service"], b["restart service"]]),
         ])
-        return self.panel.box(controls, W.HBox([self.plot.widget, self.table]))
+        return self.panel.box(controls, self.plot.widget, self.table)

@@ -182,8 +182,7 @@ class Timeline:
         self.deduplicated = deduplicated
         self.max_rows = rows
         self.t0 = time.time()
-        self.plot = LivePlot(figsize=(8, 3.6))
-        self.plot.fig.subplots_adjust(left=0.27, right=0.97)  # room for the id labels
+        self.plot = LivePlot(figsize=(8, 3.6))  # constrained layout leaves room for the id labels
 
     @property
     def widget(self) -> Any:

@@ -66,8 +66,8 @@ class TickLab:
         self.start_button = button("Start ticker", self.on_start, self.panel, button_style="primary")
         self.add_button = button("Add replica", self.on_add, self.panel)
         self.stop_button = button("Stop tickers", self.on_stop, self.panel, button_style="danger")
-        self.late_plot = LivePlot("lateness per tick", "seconds", "ms after the slot", figsize=(4.6, 2.5))
-        self.dup_plot = LivePlot("duplicates suppressed", "seconds", "count", figsize=(4.6, 2.5))
+        self.late_plot = LivePlot("lateness per tick", "seconds", "ms after the slot", figsize=(4.4, 2.8))
+        self.dup_plot = LivePlot("duplicates suppressed", "seconds", "count", figsize=(4.4, 2.8), counts=True)
         self.replicas: list[tuple[Ticker, Any, asyncio.Event, asyncio.Task[Any]]] = []
         self.started = 0
         self.lateness: dict[str, Series] = {}
