@@ -187,7 +187,7 @@ def test_notebook_in_browser(path: Path, jupyterlab, browser):
     n_code = sum(1 for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip())
     steps = nb.get("metadata", {}).get("natsdemo", {}).get("browser", [])
     assert steps, f"{path.name} lists no buttons to click in metadata.natsdemo.browser"
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})  # the window the plots are sized for
     page.set_default_timeout(60_000)
     console_errors: list[str] = []
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))

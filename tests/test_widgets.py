@@ -135,10 +135,13 @@ def test_live_plots_keep_their_labels_inside_the_figure():
 def test_counts_get_integer_ticks_and_a_failed_poll_leaves_a_gap():
     plot = LivePlot("t", "s", "n", counts=True, titles=("a", "b"), figsize=(6, 2.5))
     plot.line("x", 1).set_data([0, 1, 2, 3], [1, 2, float("nan"), 3])
+    plot.line("flat", 0).set_data([0, 1, 2], [0, 0, 0])  # an empty queue: a flat line at 0
     plot.redraw()
     plot.fig.canvas.draw()
-    ticks = plot.axes[1].get_yticks()
-    assert len(plot.axes) == 2 and all(float(t).is_integer() for t in ticks)
+    for ax in plot.axes:
+        lo, hi = ax.get_ylim()
+        ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
+        assert lo == 0 and ticks and all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
     from matplotlib.path import Path
 
     drawn = plot.lines["x"].get_path().cleaned(remove_nans=True)  # what the renderer draws

@@ -179,6 +179,7 @@ class LivePlot:
         self.fig.set_layout_engine("constrained")
         self.axes = list(axes[0])
         self.ax = self.axes[0]
+        self.counts = counts
         for ax, panel in zip(self.axes, panels, strict=True):
             ax.set_title(panel, fontsize="medium")
             ax.set_xlabel(xlabel)
@@ -224,6 +225,8 @@ class LivePlot:
         for ax in self.axes:
             ax.relim()
             ax.autoscale_view()
+            if self.counts:  # counts start at 0, and a flat line still gets whole-number ticks
+                ax.set_ylim(0, max(1, ax.get_ylim()[1]))
         self.draws += 1
         if _is_widget(self.fig.canvas):
             self.fig.canvas.draw_idle()

@@ -51,7 +51,7 @@ class ClusterDashboard:
         self.series = {name: Series() for name in STREAMS}
         # one panel per stream: 2,000 queue items and a few ticks do not share a readable axis
         self.plot = LivePlot("messages per stream (SIGKILLs and restarts dotted; gaps: no answer)", "seconds",
-                             "messages", figsize=(9.2, 2.8), counts=True, titles=STREAMS)
+                             "messages", figsize=(8.8, 2.8), counts=True, titles=STREAMS)
         self.table = W.HTML()
         self.node = W.Dropdown(options=cluster.names, value=cluster.names[0], description="node")
         self.service = W.Dropdown(options=list(services), value=next(iter(services)), description="service")
