@@ -314,3 +314,35 @@ async def test_fetch_returning_an_empty_list_is_not_a_batch(nc):
         assert drainer.metrics.items == 30 and drainer.metrics.batches == full.batches
     finally:
         await drainer.stop()
+
+
+async def test_a_dead_letter_whose_first_publish_fails_still_lands(nc):
+    """The dead-letter stream answers nothing for a moment (as in an election) when the poison item
+    makes its last attempt: the dead letter is retried with back-off and stored once."""
+    js = nc.jetstream()
+    name = "dlretry"
+    settings = DrainSettings(max_deliver=2, nak_delay=0.05, max_nak_delay=0.1, fetch_timeout=0.2, probe_timeout=0.1)
+
+    async def handler(msg):
+        raise ValueError("always fails")
+
+    drainer = Drainer(js, name, handler, settings, listen_for_ticks=False)
+    await drainer.start()
+    names = queue_names(name)
+    dead_config = (await js.stream_info(names.dead_stream)).config
+    try:
+        await js.delete_stream(names.dead_stream)  # gone: the first dead-letter publish gets no answer
+
+        async def come_back() -> None:
+            await asyncio.sleep(1.0)
+            await js.add_stream(dead_config)
+
+        back = asyncio.ensure_future(come_back())
+        await js.publish(names.item_subject("x"), b'{"id": "poison"}')
+        report = await drainer.drain_once()
+        await back
+        dead = await dead_letters(js, name)
+        assert report.dead_lettered == 1 and [d["reason"] for d in dead] == ["ValueError: always fails"]
+        assert (await js.stream_info(names.stream)).state.messages == 0
+    finally:
+        await drainer.stop()

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from natsdemo.drain import enqueue, queue_state
+from natsdemo.drain import DrainSettings, dead_letters, enqueue, ensure_queue, queue_names, queue_state
 from natsdemo.ticks import publish_tick
 from natsdemo.workbook.labs.drain import read_processed_log
-from tests.conftest import ARTIFACTS, ROOT
+from natsdemo.workbook.services import ServiceProcess
+from tests.conftest import ARTIFACTS, ROOT, wait_for
 
 N = 10_000
 
@@ -123,3 +124,32 @@ async def test_sigkill_mid_drain_loses_nothing(nats_server, nc, tmp_path):
     (ARTIFACTS / "drain_sigkill.json").write_text(json.dumps(report, indent=2))
     print("\nSIGKILL mid-drain:", report)
     assert os.path.getsize(logs["survivor"]) > 0
+
+
+async def test_an_item_that_kills_its_worker_every_time_still_reaches_the_dead_letters(nats_server, nc, tmp_path):
+    """Each delivery of the item crashes the worker (no nak, no dead letter); after max_deliver the
+    server gives up and says so in a MAX_DELIVERIES advisory, which a live worker turns into a
+    dead letter, deleting the item from the work stream."""
+    js = nc.jetstream()
+    name = "crashy"
+    flags = ["drain", "--name", name, "--server", nats_server.url, "--max-deliver", "3", "--ack-wait", "1.5"]
+    await ensure_queue(js, name, DrainSettings(max_deliver=3, ack_wait=1.5))
+    await js.publish(queue_names(name).item_subject("orders.9"), b'{"id": "crash-me"}')
+    for attempt in range(3):  # a supervisor restarting a worker that keeps dying on the same item
+        worker = ServiceProcess(f"crashy-{attempt}", [*flags, "--crash-match", "crash-me", "--once"])
+        worker.start()
+        code = await asyncio.to_thread(worker.proc.wait, 30)
+        assert code == 3, worker.log_text()[-1500:]
+        worker.remove_log()
+    healthy = ServiceProcess("crashy-ok", [*flags, "--quiet"], ready=r"^draining ")
+    try:
+        healthy.start()
+        await healthy.await_ready(30)
+        await publish_tick(js, name)  # its drain asks for items: the server finds this one exhausted
+        dead = await wait_for(lambda: dead_letters(js, name), timeout=20)
+        assert dead[0]["subject"] == f"{name}-queue.orders.9" and dead[0]["deliveries"] == 3
+        assert "max_deliver reached after 3 deliveries" in dead[0]["reason"]
+        assert (await js.stream_info(queue_names(name).stream)).state.messages == 0  # deleted once dead-lettered
+    finally:
+        await healthy.astop()
+        healthy.remove_log()

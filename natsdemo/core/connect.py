@@ -25,9 +25,15 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from natsdemo.core.errors import PlaintextRefused
+
 log = logging.getLogger("natsdemo.connect")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+# nats-py's defaults (a PING every 2 minutes, 2 unanswered) notice a connection that went silent
+# (a vanished peer: no FIN, no RST) only after minutes; these notice it in about 20 s
+PING_INTERVAL = 10
+MAX_OUTSTANDING_PINGS = 2
 
 
 def servers_from_env(default: str | None = None) -> list[str]:
@@ -68,6 +74,8 @@ class ConnectionLog:
         self.nc: Client | None = None
         self.disconnects = 0
         self.reconnects = 0
+        self.require_tls = False
+        self.handshake_first = False
 
     async def on_error(self, exc: Exception) -> None:  # nats-py wants coroutine functions
         (self.log.warning if self.connected else self.log.debug)("%s: nats error: %s", self.name, exc)
@@ -83,6 +91,10 @@ class ConnectionLog:
         url = getattr(self.nc, "connected_url", None)
         where = f"{url.scheme}://{url.netloc}" if url is not None else "a server"
         self.log.warning("%s: reconnected to %s", self.name, where)
+        if self.require_tls and self.nc is not None and not _tls_in_use(self.nc, self.handshake_first):
+            self.log.error("%s: %s offers no TLS: closing the connection rather than talking in plain text",
+                           self.name, where)
+            await self.nc.close()
 
     async def on_closed(self) -> None:
         if self.connected:
@@ -130,6 +142,10 @@ async def connect(
     if tls is not None:
         options["tls"] = tls
     events = ConnectionLog(name)
+    events.require_tls = tls is not None or any(s.startswith("tls://") for s in servers)
+    events.handshake_first = bool(options.get("tls_handshake_first"))
+    options.setdefault("ping_interval", PING_INTERVAL)  # a silent connection is noticed in about 20 s
+    options.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     for option, callback in events.options().items():
         options.setdefault(option, callback)
     # nats-py keeps retrying the *first* connection as long as reconnects are allowed; bound it,
@@ -150,8 +166,22 @@ async def connect(
     except TimeoutError as exc:
         raise ConnectionError(f"no NATS server answered at {', '.join(servers)} within {first_try:.0f} s") from exc
     events.nc = nc
+    if events.require_tls and not _tls_in_use(nc, events.handshake_first):
+        url = nc.connected_url
+        await nc.close()
+        raise PlaintextRefused(
+            f"refusing a plain-text connection to {url.scheme}://{url.netloc}: TLS was asked for (a tls:// URL or a "
+            "CA, certificate or context), but the server offers no TLS, and nats-py would have connected without "
+            "it; enable TLS on the server, or connect with nats:// and no --ca"
+        )
     events.connected = True
     return nc
+
+
+def _tls_in_use(nc: Client, handshake_first: bool) -> bool:
+    """nats-py upgrades to TLS only when the server's INFO says ``tls_required`` (or handshake first)."""
+    info = getattr(nc, "_server_info", None) or {}
+    return handshake_first or bool(info.get("tls_required"))
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,10 @@ class NatsdemoError(RuntimeError):
     """A failure whose message already says what happened and what to do (printed as it is)."""
 
 
+class PlaintextRefused(NatsdemoError):
+    """TLS was asked for, but the server offers none: nats-py would have connected in plain text."""
+
+
 class ReplicasError(NatsdemoError):
     """A stream cannot have the number of replicas asked for; never silently fewer."""
 

@@ -6,12 +6,30 @@ Defined in notebooks/05_production.ipynb
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 
 from natsdemo.core.errors import Unavailable
+
+log = logging.getLogger("natsdemo.publish")
+
+FIRST_DELAY = 0.1  # seconds before the first retry
+MAX_DELAY = 2.0  # the longest wait between two tries
+
+
+def backoff(attempt: int, first: float = FIRST_DELAY, cap: float = MAX_DELAY, rng: random.Random | None = None
+            ) -> float:
+    """The wait before retry number ``attempt`` (1, 2, ...): exponential, capped, with full jitter.
+
+    Jitter spreads the retries of many publishers (every timer service after a leader election)
+    instead of sending them all at the same instant.
+    """
+    ceiling = min(cap, first * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 async def publish_acked(
@@ -37,12 +55,13 @@ async def publish_acked(
     * "duplicate message id is in process" (10158) means an earlier try is still being replicated:
       waiting and retrying returns its acknowledgement (marked duplicate).
 
-    After ``retry_for`` seconds it raises :class:`natsdemo.core.errors.Unavailable` saying which case it was.
+    Retries wait :func:`backoff` (exponential, with jitter). After ``retry_for`` seconds it logs
+    one warning and raises :class:`natsdemo.core.errors.Unavailable` saying which case it was.
     """
     if idempotent is None:
         idempotent = bool(headers and headers.get("Nats-Msg-Id"))
     deadline = asyncio.get_running_loop().time() + retry_for
-    delay = 0.1
+    attempt = 0
     last: Exception
     while True:
         try:
@@ -57,10 +76,11 @@ async def publish_acked(
             if exc.err_code != 10158:  # "duplicate message id is in process": an earlier try is in flight
                 raise
             last, maybe_stored = exc, True
+        attempt += 1
+        delay = backoff(attempt)
         if asyncio.get_running_loop().time() + delay > deadline:
             break
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
     if not maybe_stored:
         hint = "nothing was stored; it is safe to retry"
     elif headers and headers.get("Nats-Msg-Id"):
@@ -70,6 +90,7 @@ async def publish_acked(
                 "then read back which copy landed")
     else:
         hint = "it may have been stored: check the stream before publishing it again"
+    log.warning("giving up on %s after %d tries in %.0f s: %r", subject, attempt + 1, retry_for, last)
     raise Unavailable(
         f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
         f"(are most cluster nodes down?); {hint}"

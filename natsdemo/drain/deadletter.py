@@ -42,23 +42,71 @@ def dead_letter_body(msg: Msg, names: QueueNames, reason: str, worker: str) -> D
     Defined in notebooks/03_tick_triggered_drain.ipynb
     """
     meta = msg.metadata
+    return _body(names, msg.subject, msg.data, meta.sequence.stream, meta.num_delivered, reason, worker)
+
+
+def _body(names: QueueNames, subject: str, payload: bytes, seq: int, deliveries: int, reason: str, worker: str
+          ) -> DeadLetter:
     try:
-        data, encoding = msg.data.decode(), "utf-8"
+        data, encoding = payload.decode(), "utf-8"
     except UnicodeDecodeError:
-        data, encoding = base64.b64encode(msg.data).decode(), "base64"
+        data, encoding = base64.b64encode(payload).decode(), "base64"
     return DeadLetter(
         queue=names.name,
-        stream=meta.stream,
-        consumer=meta.consumer,
-        subject=msg.subject,
-        stream_seq=meta.sequence.stream,
-        deliveries=meta.num_delivered,
+        stream=names.stream,
+        consumer=names.durable,
+        subject=subject,
+        stream_seq=seq,
+        deliveries=deliveries,
         reason=reason,
         worker=worker,
         dead_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         data=data,
         data_encoding=encoding,
     )
+
+
+async def _publish(js: Any, names: QueueNames, body: DeadLetter) -> None:
+    await publish_acked(
+        js,
+        names.dead_subject(body.subject),
+        body.to_json(),
+        stream=names.dead_stream,
+        headers={"Nats-Msg-Id": dead_msg_id(names, body.stream_seq)},  # a retry, or a second worker: one copy
+        timeout=5,
+        retry_for=10,
+    )
+
+
+def max_deliveries_subject(names: QueueNames) -> str:
+    """Where the server announces an item it stopped delivering (``max_deliver`` reached, never acked)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{names.stream}.{names.durable}"
+
+
+async def dead_letter_exhausted(js: Any, names: QueueNames, advisory: dict[str, Any], worker: str) -> bool:
+    """Dead-letter an item the server gave up on (its ``MAX_DELIVERIES`` advisory), then delete it.
+
+    That happens when no worker ever answered it (each one crashed, or ran past ``ack_wait``), or
+    when the dead letter of its last attempt could not be published. Every worker receives the
+    advisory; the msg id stores one dead letter, and the item is deleted from the work stream
+    once its dead letter is stored. False if the item is gone already (acknowledged, or handled
+    by another worker).
+
+    Defined in notebooks/03_tick_triggered_drain.ipynb
+    """
+    seq = int(advisory["stream_seq"])
+    try:
+        raw = await js.get_msg(names.stream, seq)
+    except nats.js.errors.NotFoundError:
+        return False
+    deliveries = int(advisory.get("deliveries") or 0)
+    reason = (f"max_deliver reached after {deliveries} deliveries without an answer "
+              "(the worker crashed or ran past ack_wait each time)")
+    await _publish(js, names, _body(names, raw.subject, raw.data or b"", seq, deliveries, reason, worker))
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_msg(names.stream, seq)
+    log.warning("dead-lettered seq %d of %s: %s", seq, names.stream, reason)
+    return True
 
 
 async def dead_letters(js: Any, name: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -89,17 +137,9 @@ async def dead_letter(js: Any, msg: Msg, names: QueueNames, reason: str, worker:
     """
     body = dead_letter_body(msg, names, reason, worker)
     try:
-        await publish_acked(
-            js,
-            names.dead_subject(msg.subject),
-            body.to_json(),
-            stream=names.dead_stream,
-            headers={"Nats-Msg-Id": dead_msg_id(names, body.stream_seq)},
-            timeout=5,
-            retry_for=10,
-        )
-    except Exception as exc:  # without a dead letter, do not lose the item: the caller naks it
-        log.warning("could not dead-letter seq %s: %s", body.stream_seq, exc)
+        await _publish(js, names, body)
+    except Exception as exc:  # not lost: the caller naks it, and the server's MAX_DELIVERIES advisory
+        log.warning("could not dead-letter seq %s yet (%s): it comes back as an advisory", body.stream_seq, exc)
         return False
     # +TERM with a reason (server 2.10.4+): no more redeliveries, and the reason shows up in the
     # server's MSG_TERMINATED advisory
@@ -108,4 +148,7 @@ async def dead_letter(js: Any, msg: Msg, names: QueueNames, reason: str, worker:
     return True
 
 
-__all__ = ["dead_letter", "dead_letter_body", "dead_letters", "deliveries_of"]
+__all__ = [
+    "dead_letter", "dead_letter_body", "dead_letter_exhausted", "dead_letters", "deliveries_of",
+    "max_deliveries_subject",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 import socket
@@ -25,8 +26,8 @@ from nats.aio.msg import Msg
 
 from natsdemo.core.streams import retrying
 from natsdemo.drain.acks import call, give_back, settle_failure
-from natsdemo.drain.deadletter import deliveries_of
-from natsdemo.drain.queue import DrainSettings, ensure_queue
+from natsdemo.drain.deadletter import dead_letter_exhausted, deliveries_of, max_deliveries_subject
+from natsdemo.drain.queue import DrainSettings, consumer_state, ensure_queue
 from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
 from natsdemo.drain.wire import queue_names
 from natsdemo.ticks.consumer import TickConsumer
@@ -82,6 +83,7 @@ class Drainer:
         self._max_deliver = self.settings.max_deliver
         self._is_async = inspect.iscoroutinefunction(handler)
         self._lock = asyncio.Lock()
+        self._advisories: Any = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> Drainer:
@@ -92,12 +94,21 @@ class Drainer:
         )
         self._max_deliver = info.config.max_deliver or self.settings.max_deliver
         self._psub = await self.js.pull_subscribe_bind(self.names.durable, stream=self.names.stream)
+        # items the server gave up on (every delivery unanswered) still reach the dead letters
+        self._advisories = await self.js._nc.subscribe(max_deliveries_subject(self.names), cb=self._on_exhausted)
         if self.listen_for_ticks:
             self._ticks = TickConsumer(self.js, self.names.name, durable=self.tick_durable, replicas=self.replicas)
             await self._ticks.start()
             self._tasks.append(asyncio.ensure_future(self._tick_loop()))
         self._tasks.append(asyncio.ensure_future(self._drain_loop()))
         return self
+
+    async def _on_exhausted(self, msg: Msg) -> None:
+        try:
+            if await dead_letter_exhausted(self.js, self.names, json.loads(msg.data), self.worker):
+                self.metrics.dead_lettered += 1
+        except Exception as exc:  # the item stays in the stream; the next advisory or a replay tries again
+            log.warning("could not dead-letter an exhausted item: %r", exc)
 
     def request_drain(self) -> None:
         """Ask for a drain now (what a tick does); folded into a follow-up if one is running."""
@@ -116,6 +127,10 @@ class Drainer:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks.clear()
+        if self._advisories is not None:
+            with contextlib.suppress(Exception):
+                await self._advisories.unsubscribe()
+            self._advisories = None
         if self._ticks is not None:
             await self._ticks.stop()
         if self._psub is not None:
@@ -198,7 +213,7 @@ class Drainer:
                     # asyncio.TimeoutError depending on the path: all are the builtin TimeoutError.
                     # The timeout says "nothing for me right now"; the consumer's counters say why.
                     ahead = None
-                    state = await self._consumer_state()
+                    state = await consumer_state(self.js, self.names)
                     if state == (0, 0):
                         report.ended = "empty"
                         break
@@ -234,15 +249,6 @@ class Drainer:
             self.metrics.add(report)
         return report
 
-    async def _consumer_state(self) -> tuple[int, int]:
-        """(pending, ack pending); re-read briefly, since our own last acks may still be in flight."""
-        for attempt in range(4):
-            info = await self.js.consumer_info(self.names.stream, self.names.durable)
-            state = (info.num_pending or 0, info.num_ack_pending or 0)
-            if state == (0, 0) or state[0] > 0:
-                break
-            await asyncio.sleep(0.005 * (attempt + 1))
-        return state
 
     async def _process(self, msgs: list[Msg], report: DrainReport, ahead: asyncio.Future[Any] | None) -> None:
         s = self.settings

@@ -147,6 +147,22 @@ async def enqueue(js: Any, name: str, count: int, *, start: int = 0, key: str = 
     return count
 
 
+async def consumer_state(js: Any, names: QueueNames) -> tuple[int, int]:
+    """(pending, ack pending) of the shared consumer; re-read briefly while only acks are in flight
+    (a worker's own last acks may not have reached the server yet).
+
+    Defined in notebooks/03_tick_triggered_drain.ipynb
+    """
+    state = (0, 0)
+    for attempt in range(4):
+        info = await js.consumer_info(names.stream, names.durable)
+        state = (info.num_pending or 0, info.num_ack_pending or 0)
+        if state == (0, 0) or state[0] > 0:
+            break
+        await asyncio.sleep(0.005 * (attempt + 1))
+    return state
+
+
 async def queue_state(js: Any, name: str) -> dict[str, int]:
     """``pending`` (not yet delivered), ``ack_pending`` (out with a worker), ``redelivered``, ``stored``.
 
@@ -166,6 +182,7 @@ async def queue_state(js: Any, name: str) -> dict[str, int]:
 __all__ = [
     "DrainSettings",
     "consumer_config",
+    "consumer_state",
     "enqueue",
     "ensure_queue",
     "queue_state",

@@ -35,6 +35,7 @@ def demo_handler(
     worker: str,
     fail_rate: float = 0.0,
     fail_match: str | None = None,
+    crash_match: str | None = None,
     work_ms: float = 0.0,
     processed_log: str | None = None,
     seed: int | None = None,
@@ -50,8 +51,11 @@ def demo_handler(
     rng = random.Random(seed)
     fd = os.open(processed_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if processed_log else None
     needle = fail_match.encode() if fail_match else None
+    crash = crash_match.encode() if crash_match else None
 
     async def handle(msg: Msg) -> None:
+        if crash is not None and crash in msg.data:
+            os._exit(3)  # the worker dies holding the item: no nak, no dead letter, nothing
         if needle is not None and needle in msg.data:
             raise ValueError(f"poison item (payload contains {fail_match!r})")
         if fail_rate > 0 and rng.random() < fail_rate:
@@ -80,6 +84,7 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-timeout", type=float, default=d.probe_timeout, help=argparse.SUPPRESS)
     parser.add_argument("--fail-rate", type=float, default=0.0, help="demo: fail this fraction of items (0..1)")
     parser.add_argument("--fail-match", default=None, help="demo: always fail items whose payload contains TEXT")
+    parser.add_argument("--crash-match", default=None, help="demo: exit at once on an item whose payload contains TEXT")
     parser.add_argument("--work-ms", type=float, default=0.0, help="demo: simulated work per item in ms")
     parser.add_argument("--processed-log", default=None, help="append one line per processed item to FILE")
     parser.add_argument("--worker", default=None, help="worker id (default HOST-PID)")
@@ -121,7 +126,7 @@ async def _serve(svc: Service) -> int:
         svc.say(f"enqueued {args.enqueue} items on {names.item_subject()}")
         return 0
     handler = demo_handler(
-        worker=worker, fail_rate=args.fail_rate, fail_match=args.fail_match,
+        worker=worker, fail_rate=args.fail_rate, fail_match=args.fail_match, crash_match=args.crash_match,
         work_ms=args.work_ms, processed_log=args.processed_log,
     )
     drainer = Drainer(

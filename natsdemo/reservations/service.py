@@ -26,7 +26,9 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
+from natsdemo.core.errors import Unavailable
 from natsdemo.core.names import check_token
+from natsdemo.core.publish import backoff, publish_acked
 from natsdemo.core.service import Service, add_service_arguments, run_service
 from natsdemo.core.streams import retrying
 from natsdemo.core.timers import Scheduler
@@ -47,6 +49,8 @@ from natsdemo.reservations.wire import (
 )
 
 log = logging.getLogger("natsdemo.reservations")
+
+RETRY_CAP = 30.0  # seconds: the longest wait before trying a failed timeout again
 
 
 class TimeoutService:
@@ -86,6 +90,7 @@ class TimeoutService:
         self._sub: Any = None
         self._t0 = 0.0
         self._retry_deadline: dict[str, float] = {}
+        self._attempts: dict[str, int] = {}  # failed tries per pending timeout
 
     async def start(self, wait: bool = True) -> None:
         """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
@@ -145,10 +150,10 @@ class TimeoutService:
         deadline = self._retry_deadline.pop(rid, deadline)
         late = time.time() - deadline
         self.lateness.append(late)
-        try:
-            ack = await self.js.publish(
-                subject(rid), timeout_body(rid, int(deadline * 1e9), self.name), headers=timeout_headers(rid, seq),
-                timeout=self.publish_timeout,
+        try:  # rides out a leader election; msg id and guard make every retry safe
+            ack = await publish_acked(
+                self.js, subject(rid), timeout_body(rid, int(deadline * 1e9), self.name),
+                headers=timeout_headers(rid, seq), timeout=self.publish_timeout, retry_for=self.publish_timeout,
             )
         except nats.js.errors.BadRequestError as exc:
             if not refused_by_guard(exc):
@@ -158,12 +163,16 @@ class TimeoutService:
             self.stats["refused"] += 1
             log.info("%s: timeout %s already decided (a purchase or another instance came first)", self.name, rid)
             return
-        except (nats.errors.Error, OSError, TimeoutError) as exc:  # server away: try again shortly
+        except (Unavailable, nats.errors.Error, OSError, TimeoutError) as exc:  # server away: try again later
             self.stats["retried"] += 1
+            attempt = self._attempts[rid] = self._attempts.get(rid, 0) + 1
+            wait = backoff(attempt, first=1.0, cap=RETRY_CAP)  # exponential with jitter: no thundering herd
             self._retry_deadline[rid] = deadline
-            log.warning("%s: timeout %s not published (%s); retrying in 1 s", self.name, rid, type(exc).__name__)
-            self.timers.add(rid, time.time() + 1.0, seq)
+            log.warning("%s: timeout %s not published (%s); try %d again in %.1f s", self.name, rid,
+                        type(exc).__name__, attempt + 1, wait)
+            self.timers.add(rid, time.time() + wait, seq)
             return
+        self._attempts.pop(rid, None)
         if ack.duplicate:
             self.stats["duplicate"] += 1
             log.info("%s: timeout %s de-duplicated by msg id", self.name, rid)

@@ -21,7 +21,7 @@ from natsdemo.core.cron import now_utc, parse_cron, rfc3339
 from natsdemo.core.errors import Unavailable, UsageError
 from natsdemo.core.streams import retrying
 from natsdemo.ticks.tick import Tick, ensure_schedule_stream, publish_tick
-from natsdemo.ticks.wire import SCHEDULE_STREAM, tick_subject, validate_name
+from natsdemo.ticks.wire import DUPLICATE_WINDOW, SCHEDULE_STREAM, tick_subject, validate_name
 
 log = logging.getLogger("natsdemo.ticks")
 
@@ -94,11 +94,17 @@ class Ticker:
         self.next_slot: datetime | None = None
 
     async def fire(self, slot: datetime) -> Fired | None:
-        """Publish the tick for ``slot`` now; a failed publish is counted and logged, not raised."""
+        """Publish the tick for ``slot`` now, retrying (its msg id makes that safe) until shortly
+        before the next slot, but never longer than half the duplicate window (later, a replica
+        that stored it first would no longer de-duplicate ours). A tick that still fails is
+        counted and logged, not raised."""
         published_at = self.clock()
+        until_next = (self.spec.next_after(slot) - published_at).total_seconds() - 0.5
+        retry_for = max(1.0, min(DUPLICATE_WINDOW / 2, until_next))
         try:
             ack = await publish_tick(
-                self.js, self.name, cron=self.spec.expr, tz=self.spec.tz, scheduled_at=slot, published_at=published_at
+                self.js, self.name, cron=self.spec.expr, tz=self.spec.tz, scheduled_at=slot,
+                published_at=published_at, retry_for=retry_for,
             )
         except (Unavailable, nats.errors.Error, TimeoutError, OSError) as exc:
             self.errors += 1

@@ -8,7 +8,6 @@ Defined in notebooks/00_start_here.ipynb
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import shutil
@@ -16,7 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -70,11 +72,41 @@ def check_config(config: str | os.PathLike[str]) -> tuple[bool, str]:
     return out.returncode == 0 and "is valid" in text, text
 
 
+def _load_libc() -> Any:
+    """libc, loaded once in the parent (never between fork and exec, where loading is not safe)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+PR_SET_PDEATHSIG = 1
+
+
 def set_pdeathsig() -> None:
-    """Ask the kernel to SIGTERM this process when its parent dies (Linux; call between fork and exec)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux; runs between fork and exec).
+
+    Only an async-signal-safe system call runs in the child; if it fails the child exits at once
+    (status 126), so a server that would outlive its kernel never starts.
+    """
+    if _LIBC is not None and _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        os._exit(126)
+
+
+def pdeathsig_hook() -> Callable[[], None] | None:
+    """The ``preexec_fn`` for a child that must die with us, or None where that cannot work.
+
+    Linux sends the signal when the *thread* that forked the child exits, not the process: a
+    child started from a worker thread (``asyncio.to_thread``, a thread pool) would be killed
+    when that thread ends. From any thread but the main one, no hook is set; the on-disk registry
+    (``reap_stale``, ``natsdemo reset``) still stops it once its owner is gone.
+    """
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return set_pdeathsig
 
 
 def _fatal_lines(text: str) -> str:

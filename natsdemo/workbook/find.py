@@ -97,7 +97,7 @@ def _adopt(entry: dict[str, Any]) -> NatsServer | None:
     """Re-attach to a live server this process started (re-run of a notebook cell)."""
     if entry.get("port") is None:
         return None
-    srv = NatsServer(name=entry["name"], host=entry["host"])
+    srv = NatsServer(name=str(entry.get("name")), host=str(entry.get("host", "127.0.0.1")))
     srv.client_port = entry["port"]
     srv.monitor_port = entry.get("monitor_port")
     srv.run_dir = Path(entry["run_dir"]) if entry.get("run_dir") else None

@@ -30,14 +30,14 @@ def state_dir() -> Path:
     return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "natsdemo"
 
 
-def alive(pid: int, create_time: float | None = None) -> bool:
+def alive(pid: Any, create_time: Any = None) -> bool:
     """True if ``pid`` runs (a zombie does not count) and, if given, started at ``create_time``."""
     try:
-        proc = psutil.Process(pid)
+        proc = psutil.Process(int(pid))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return create_time is None or abs(proc.create_time() - create_time) < 1.0
-    except psutil.Error:
+        return create_time is None or abs(proc.create_time() - float(create_time)) < 1.0
+    except (psutil.Error, ValueError, TypeError, OverflowError):
         return False
 
 
@@ -68,7 +68,14 @@ def register(srv: Any) -> None:
         "temp_store": srv._temp_store or srv.store_dir is None,
         "id": uuid.uuid4().hex,
     }
-    (_registry() / f"{srv.proc.pid}.json").write_text(json.dumps(entry))
+    _write_atomically(_registry() / f"{srv.proc.pid}.json", json.dumps(entry))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write aside, then rename: another process reads the old entry or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def unregister(srv: Any) -> None:
@@ -79,13 +86,16 @@ def unregister(srv: Any) -> None:
 
 
 def entries() -> list[dict[str, Any]]:
-    """Every registry entry, dead or alive (unreadable files are dropped)."""
+    """Every registry entry, dead or alive. An entry that cannot be read is skipped, never deleted:
+    it may belong to another process (or be a hand-edited file); ``reset`` is the way to clear one."""
     out = []
     for f in sorted(_registry().glob("*.json")):
         try:
-            out.append(json.loads(f.read_text()))
+            entry = json.loads(f.read_text())
         except (OSError, ValueError):
-            f.unlink(missing_ok=True)
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("pid"), int):
+            out.append(entry)
     return out
 
 
@@ -104,12 +114,15 @@ def _stop_entry(entry: dict[str, Any]) -> bool:
     stopped = False
     pid = entry["pid"]
     if alive(pid, entry.get("create_time")):
-        proc = psutil.Process(pid)
-        if "nats-server" in " ".join(proc.cmdline()):
-            proc.terminate()
-            if not _wait_gone(pid, 10):
-                proc.kill()
-            stopped = True
+        try:
+            proc = psutil.Process(pid)
+            if "nats-server" in " ".join(proc.cmdline()):
+                proc.terminate()
+                if not _wait_gone(pid, 10):
+                    proc.kill()
+                stopped = True
+        except psutil.Error:  # gone in between, or not ours to signal: nothing left to stop
+            pass
     run_dir = entry.get("run_dir")
     if run_dir and entry.get("temp_store"):
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,7 +134,7 @@ def reap_stale() -> list[int]:
     """Stop servers whose owning process is gone; returns their pids."""
     reaped = []
     for entry in entries():
-        owner_alive = alive(entry["owner_pid"], entry.get("owner_create_time"))
+        owner_alive = alive(entry.get("owner_pid"), entry.get("owner_create_time"))
         if (not owner_alive or not alive(entry["pid"], entry.get("create_time"))) and _stop_entry(entry):
             reaped.append(entry["pid"])
     return reaped
@@ -136,11 +149,13 @@ def reset(keep_owned_by_live: bool = False) -> list[int]:
     """Stop every workbook server in the registry and delete their temporary state."""
     stopped = []
     for entry in entries():
-        if keep_owned_by_live and alive(entry["owner_pid"], entry.get("owner_create_time")):
+        if keep_owned_by_live and alive(entry.get("owner_pid"), entry.get("owner_create_time")):
             continue
         if _stop_entry(entry):
             stopped.append(entry["pid"])
     if not keep_owned_by_live:
+        for f in _registry().glob("*.json"):  # what entries() could not read
+            f.unlink(missing_ok=True)
         for folder in ("run", "services"):  # server stores and logs, service logs
             shutil.rmtree(state_dir() / folder, ignore_errors=True)
     return stopped

@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from natsdemo.core.connect import connect
-from natsdemo.workbook.binary import ServerStartError, _fatal_lines, config_path, nats_server_binary, set_pdeathsig
+from natsdemo.workbook.binary import ServerStartError, _fatal_lines, config_path, nats_server_binary, pdeathsig_hook
 from natsdemo.workbook.monitor import monitor_json
 from natsdemo.workbook.registry import reap_stale, register, state_dir, unregister
 
@@ -145,7 +144,7 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},  # e.g. values for $VARIABLES in a config
                 cwd=str(self.cwd or (config_path(self.config).parent if self.config else self.run_dir)),
-                preexec_fn=set_pdeathsig if sys.platform.startswith("linux") else None,
+                preexec_fn=pdeathsig_hook(),
                 start_new_session=True,
             )
         finally:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from natsdemo.workbook.binary import set_pdeathsig
+from natsdemo.workbook.binary import pdeathsig_hook
 from natsdemo.workbook.registry import state_dir
 
 
@@ -88,7 +88,7 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                preexec_fn=set_pdeathsig if sys.platform.startswith("linux") else None,
+                preexec_fn=pdeathsig_hook(),
                 start_new_session=True,
             )
         self.starts += 1

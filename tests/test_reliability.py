@@ -1,0 +1,100 @@
+"""Work is not lost when a publish fails, a connection is not silently plain text, and the server
+registry survives what other processes do to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from natsdemo.core.connect import connect
+from natsdemo.core.errors import PlaintextRefused, Unavailable
+from natsdemo.core.publish import backoff, publish_acked
+from natsdemo.ticks import SCHEDULE_STREAM, Ticker, schedule_stream_config
+from natsdemo.workbook.binary import pdeathsig_hook, set_pdeathsig
+from natsdemo.workbook.registry import entries, reset, state_dir
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    rng = random.Random(7)
+    waits = [backoff(n, first=0.1, cap=2.0, rng=rng) for n in range(1, 12)]
+    assert all(0.05 <= w <= 0.1 for w in waits[:1]) and all(w <= 2.0 for w in waits)
+    assert min(waits[6:]) >= 1.0  # capped at 2 s, never below half of it
+    assert len({round(w, 6) for w in waits[6:]}) > 1  # jittered: many publishers do not retry in step
+
+
+async def test_publish_acked_gives_up_with_one_log_line(nc, caplog):
+    js = nc.jetstream()
+    caplog.set_level(logging.WARNING, logger="natsdemo.publish")
+    with pytest.raises(Unavailable, match="nothing was stored"):
+        await publish_acked(js, "nowhere.x", b"1", retry_for=1.0, timeout=0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "natsdemo.publish"]
+    assert len(lines) == 1 and lines[0].startswith("giving up on nowhere.x after")
+
+
+async def test_a_tick_whose_publish_fails_is_retried_within_its_slot(nc):
+    """No stream answers for a second (as in a leader election): the tick lands once it is back."""
+    js = nc.jetstream()
+    await js.add_stream(schedule_stream_config(1))
+    await js.delete_stream(SCHEDULE_STREAM)
+    ticker = Ticker(js, "retried", "0 * * * * *")  # one slot a minute: up to ~59 s to get it in
+    slot = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    async def bring_the_stream_back() -> None:
+        await asyncio.sleep(1.0)
+        await js.add_stream(schedule_stream_config(1))
+
+    back = asyncio.ensure_future(bring_the_stream_back())
+    fired = await ticker.fire(slot)
+    await back
+    assert fired is not None and not fired.duplicate and ticker.errors == 0
+    stored = await js.get_last_msg(SCHEDULE_STREAM, "schedule.retried")
+    assert json.loads(stored.data)["scheduled_at"].startswith(slot.strftime("%Y-%m-%dT%H:%M"))
+
+
+async def test_tls_asked_for_but_not_offered_is_refused(nats_server):
+    """nats-py alone connects in plain text to a tls:// URL when the server has no TLS."""
+    import ssl
+
+    import nats
+
+    url = nats_server.url.replace("nats://", "tls://")
+    raw = await nats.connect(url, tls=ssl.create_default_context(), connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        assert raw.is_connected and not raw._server_info.get("tls_required")  # the trap: plain text
+    finally:
+        await raw.close()
+    with pytest.raises(PlaintextRefused, match="offers no TLS"):
+        await connect(url)
+
+
+def test_the_parent_death_signal_is_only_set_from_the_main_thread():
+    assert pdeathsig_hook() is set_pdeathsig
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(pdeathsig_hook()))
+    t.start()
+    t.join()
+    assert seen == [None]  # the signal would fire when that thread ends, not when we exit
+
+
+def test_registry_skips_an_entry_it_cannot_read_and_reset_clears_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATSDEMO_STATE_DIR", str(tmp_path))  # a registry of its own: reset() clears it all
+    folder = state_dir() / "servers"
+    folder.mkdir(parents=True, exist_ok=True)
+    half = folder / "999999.json"
+    half.write_text('{"pid": 9999')  # another process, mid-write (or a hand edit)
+    odd = folder / "999998.json"
+    odd.write_text('["not", "an", "entry"]')
+    try:
+        assert all(e.get("pid") not in (9999, 999998) for e in entries())
+        assert half.exists() and odd.exists()  # left alone: not ours to delete
+        reset(keep_owned_by_live=True)
+        assert half.exists()
+    finally:
+        reset()
+    assert not half.exists() and not odd.exists()
