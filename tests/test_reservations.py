@@ -158,30 +158,51 @@ async def test_bad_events_are_logged_and_skipped(nc, svc, caplog):
     assert "skipping seq 1 on events.reservation.x1: not JSON" in caplog.text
 
 
-async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
-    js = nc.jetstream()
-    first = TimeoutService(js, name="first")
+class RelativeTimers(TimeoutService):
+    """The seed's design, for comparison: every event replayed gets a fresh timer from *now*."""
+
+    def apply(self, ev: R.Event) -> None:
+        if ev.type == R.RESERVED:
+            self.timers.add(ev.id, time.time() + ev.timeout_or(self.default_timeout), ev.seq)
+        else:
+            super().apply(ev)
+
+
+async def _fired_after_restart(js, service: type[TimeoutService], tag: str) -> tuple[float, TimeoutService]:
+    """Reserve with a 0.6 s timeout, stop the only instance, restart after 1 s: seconds from the
+    restart to the stored timeout (and the restarted service, still running)."""
+    first = service(js, name=f"{tag}-first")
     await first.start()
-    await R.reserve(js, "done-1", timeout=0.1)
-    await wait_for(lambda: _last_type(js, "done-1", R.TIMED_OUT))
-    await R.reserve(js, "open-1", timeout=0.6)
-    await first.stop()  # the only instance goes away before open-1's deadline
+    await R.reserve(js, f"{tag}-done", timeout=0.1)
+    await wait_for(lambda: _last_type(js, f"{tag}-done", R.TIMED_OUT))
+    await R.reserve(js, f"{tag}-open", timeout=0.6)
+    await first.stop()  # the only instance goes away before the deadline
     await asyncio.sleep(1.0)
-    second = TimeoutService(js, name="second")
+    second = service(js, name=f"{tag}-second")
     restarted = time.time()
     await second.start()
+    await wait_for(lambda: _last_type(js, f"{tag}-open", R.TIMED_OUT))
+    events = {(e.id, e.type): e for e in await R.read_events(js)}
+    reserved, fired = events[(f"{tag}-open", R.RESERVED)], events[(f"{tag}-open", R.TIMED_OUT)]
+    assert fired.ts_ns >= reserved.ts_ns + 0.6e9  # never early
+    return fired.ts_ns / 1e9 - restarted, second
+
+
+async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
+    after_restart, second = await _fired_after_restart(nc.jetstream(), TimeoutService, "abs")
     try:
-        await wait_for(lambda: _last_type(js, "open-1", R.TIMED_OUT))
-        events = {(e.id, e.type): e for e in await R.read_events(js)}
-        reserved, fired = events[("open-1", R.RESERVED)], events[("open-1", R.TIMED_OUT)]
-        assert fired.ts_ns >= reserved.ts_ns + 0.6e9  # never early
-        after_restart = fired.ts_ns / 1e9 - restarted
-        # fired as soon as the replay caught up; the seed's bug (a fresh relative timer on every
-        # start) would fire it a whole timeout, 0.6 s, after the restart
+        # fired as soon as the replay caught up, not a whole timeout (0.6 s) after the restart
         assert after_restart < 0.3, f"fired {after_restart:.2f} s after the restart"
         assert second.stats["replayed"] == 3 and second.stats["stored"] == 1 and second.stats["refused"] == 0
     finally:
         await second.stop()
+
+
+async def test_the_restart_check_catches_relative_timers(nc):
+    """The check above can fail: with the seed's relative timers the same timeout fires late."""
+    after_restart, second = await _fired_after_restart(nc.jetstream(), RelativeTimers, "rel")
+    await second.stop()
+    assert after_restart >= 0.5, f"the relative-timer variant fired {after_restart:.2f} s after the restart"
 
 
 async def test_duplicate_window_pitfall_and_core_subscribers(nc):
