@@ -139,3 +139,27 @@ async def test_a_vanished_peer_is_noticed_and_timeouts_keep_firing(nats_server, 
         await svc.astop()
         svc.remove_log()
         await proxy.stop()
+
+
+async def test_a_tick_is_acknowledged_only_after_it_was_processed(nc):
+    """With `processing`, a reader that fails while handling a tick gets it again; with `next`
+    (acked on delivery) it would be gone."""
+    from natsdemo.ticks import TickConsumer, publish_tick
+
+    js = nc.jetstream()
+    ticks = TickConsumer(js, "acked-late", durable="books")
+    await ticks.start()
+    try:
+        ack = await publish_tick(js, "acked-late")
+        with pytest.raises(RuntimeError):
+            async with ticks.processing(timeout=3) as tick:
+                assert tick.seq == ack.seq
+                raise RuntimeError("the books could not be closed")
+        async with ticks.processing(timeout=3) as again:  # delivered again, handled this time
+            assert again.seq == ack.seq
+        info = await js.consumer_info(SCHEDULE_STREAM, "books")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        with pytest.raises(TimeoutError):
+            await ticks.next(timeout=0.5)  # acknowledged: not delivered a third time
+    finally:
+        await ticks.stop()

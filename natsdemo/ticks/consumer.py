@@ -6,6 +6,7 @@ Defined in notebooks/02_cron_ticks.ipynb
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats.errors
@@ -61,23 +62,51 @@ class TickConsumer:
             )
 
     async def next(self, timeout: float) -> Tick:
-        """The next tick; raises the builtin ``TimeoutError`` if none arrives within ``timeout`` s."""
+        """The next tick, acknowledged on delivery (at most once for a durable consumer: a reader
+        that crashes while handling it does not get it again; use :meth:`processing` for that).
+
+        Raises the builtin ``TimeoutError`` if none arrives within ``timeout`` s.
+        """
+        msg = await self._next_msg(timeout)
+        await self._ack(msg)
+        return Tick.from_msg(msg)
+
+    @contextlib.asynccontextmanager
+    async def processing(self, timeout: float) -> AsyncIterator[Tick]:
+        """The next tick, acknowledged only when the ``async with`` block finishes without an error.
+
+        With a durable consumer this is at-least-once: if the block raises, the tick is nak'd and
+        delivered again; if the process dies inside it, the tick comes back after ``ack_wait``
+        (30 s). Make the handling idempotent (the tick's ``scheduled_at`` identifies the slot).
+        An ordered consumer (no durable) has no acknowledgements at all.
+        """
+        msg = await self._next_msg(timeout)
+        try:
+            yield Tick.from_msg(msg)
+        except BaseException:
+            if self.durable is not None:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            raise
+        await self._ack(msg)
+
+    async def _ack(self, msg: Any) -> None:
+        if self.durable is not None:  # confirmed by the server, so a restart does not replay it
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                await msg.ack_sync(timeout=2.0)
+
+    async def _next_msg(self, timeout: float) -> Any:
         if self._sub is None:
             await self.start()
         try:
             if self.durable is None:
-                msg = await self._sub.next_msg(timeout=timeout)
-            else:
-                msgs = await self._sub.fetch(1, timeout=timeout)
-                if not msgs:  # nats-py sometimes returns [] instead of raising (nats.py #709)
-                    raise TimeoutError("fetch returned no messages")
-                msg = msgs[0]
-                # acknowledged on delivery and confirmed by the server, so a restart does not replay it
-                with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
-                    await msg.ack_sync(timeout=2.0)
+                return await self._sub.next_msg(timeout=timeout)
+            msgs = await self._sub.fetch(1, timeout=timeout)
+            if not msgs:  # nats-py sometimes returns [] instead of raising (nats.py #709)
+                raise TimeoutError("fetch returned no messages")
+            return msgs[0]
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise TimeoutError(f"no tick on {self.subject} within {timeout} s") from exc
-        return Tick.from_msg(msg)
 
     def __aiter__(self) -> TickConsumer:
         return self
