@@ -169,9 +169,10 @@ async def connect(
     events.nc = nc
     if events.require_tls and not _tls_in_use(nc, events.handshake_first):
         url = nc.connected_url
+        where = f"{url.scheme}://{url.netloc}" if url is not None else ", ".join(servers)
         await nc.close()
         raise PlaintextRefused(
-            f"refusing a plain-text connection to {url.scheme}://{url.netloc}: TLS was asked for (a tls:// URL or a "
+            f"refusing a plain-text connection to {where}: TLS was asked for (a tls:// URL or a "
             "CA, certificate or context), but the server offers no TLS, and nats-py would have connected without "
             "it; enable TLS on the server, or connect with nats:// and no --ca"
         )

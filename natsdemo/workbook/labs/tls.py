@@ -21,7 +21,6 @@ from typing import Any
 
 import ipywidgets as W
 
-import natsdemo
 from natsdemo import tls
 from natsdemo.workbook.tls_servers import TlsServer
 from natsdemo.workbook.widgets import Panel, button
@@ -53,7 +52,7 @@ def workbook_certs_dir() -> Path:
 
     Defined in notebooks/01_tls_self_signed_ca.ipynb
     """
-    repo = Path(natsdemo.__file__).resolve().parent.parent / "certs"  # natsdemo/ sits at the top
+    repo = Path(__file__).resolve().parents[3] / "certs"  # natsdemo/workbook/labs/tls.py -> the repository
     if repo.is_dir():
         return repo
     return Path.home() / ".cache" / "natsdemo" / "certs"

@@ -57,7 +57,6 @@ class ValidityPlot:
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
         ax.set_title(self.title)
         ax.legend(loc="lower right", fontsize="small")
-        self.plot.fig.tight_layout()
         self.plot.redraw()
 
     def rotated(self, cert: Any, at: dt.datetime | None = None) -> str:
