@@ -115,6 +115,9 @@ def explain(exc: BaseException, server: str | None = None) -> str:
             f"TLS verification failed ({_one_line(exc)}): pass the workbook CA with --ca certs/ca.pem "
             "(or NATS_CA) and connect with a host name that is in the server certificate's SANs"
         )
+    if isinstance(exc, OSError) and exc.filename and not isinstance(exc, ConnectionError):
+        # a local path (a certificate, an output folder, a store), not the network
+        return f"cannot use {exc.filename}: {exc.strerror or _one_line(exc)}"
     if isinstance(exc, nats.errors.NoServersError | ConnectionRefusedError | nats.errors.TimeoutError | OSError):
         url = server or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
         return (

@@ -48,7 +48,9 @@ def test_cluster_command_prints_one_line_per_node_and_stops_them_all(tmp_path: P
         proc.wait()
 
 
-@pytest.mark.parametrize(("args", "fragment"), [(["--nodes", "0"], "between 1 and 9"), (["--nodes", "x"], "invalid")])
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--nodes", "0"], "between 2 and 9"), (["--nodes", "1"], "between 2 and 9"), (["--nodes", "x"], "invalid"),
+])
 def test_cluster_command_refuses_bad_arguments(args: list[str], fragment: str):
     assert_one_line_error(run_cli("cluster", *args), fragment)
 

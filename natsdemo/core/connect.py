@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from natsdemo.core.errors import PlaintextRefused
+from natsdemo.core.errors import PlaintextRefused, UsageError
 
 log = logging.getLogger("natsdemo.connect")
 
@@ -35,6 +35,25 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 # interval with two PINGs unanswered, so these notice it within 21 s
 PING_INTERVAL = 7
 MAX_OUTSTANDING_PINGS = 2
+
+
+def check_servers(servers: list[str]) -> list[str]:
+    """``servers`` if every one is a NATS URL (``nats://``, ``tls://``, ``ws://``, ``wss://`` with a host), else
+    :class:`UsageError` naming the first bad one."""
+    from urllib.parse import urlparse
+
+    for url in servers:
+        try:
+            u = urlparse(url if "://" in url else f"nats://{url}")
+            host = u.hostname or ""
+            ok = u.scheme in ("nats", "tls", "ws", "wss") and bool(host) and not any(c.isspace() for c in url) \
+                and (u.port is None or u.port > 0)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"{url!r} is not a NATS server URL: use nats://HOST:PORT (or tls://), "
+                             "several separated by commas")
+    return servers
 
 
 def servers_from_env(default: str | None = None) -> list[str]:
@@ -54,6 +73,10 @@ def client_tls_context(
     seen in stale examples raises here. Host names are checked against the SANs only
     (``hostname_checks_common_name = False``), as Go does.
     """
+    for what, path in (("CA", ca_file), ("certificate", cert_file), ("key", key_file)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"the {what} file {os.fspath(path)!r} does not exist (check --ca/--cert/--key or NATS_CA/"
+                             "NATS_CERT/NATS_KEY)")
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Python still accepts a certificate *without SANs* whose CN equals the host name; Go (and so

@@ -44,7 +44,13 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from natsdemo.core.connect import add_connection_arguments, connect_from_args
+from natsdemo.core.connect import (
+    DEFAULT_URL,
+    add_connection_arguments,
+    check_servers,
+    client_tls_context,
+    connect_from_args,
+)
 from natsdemo.core.errors import UsageError
 from natsdemo.core.streams import REPLICAS_ENV, check_replicas
 
@@ -174,5 +180,12 @@ def run_service(args: argparse.Namespace, name: str, serve: Serve, *, grace: flo
     """Run ``serve`` inside the runtime (see the module docstring); returns the exit status."""
     if getattr(args, "replicas", None) is None and os.environ.get(REPLICAS_ENV, "").strip():
         check_replicas(os.environ[REPLICAS_ENV], REPLICAS_ENV)  # bad input is refused before connecting
+    raw = getattr(args, "server", None) or os.environ.get("NATS_URL") or DEFAULT_URL
+    check_servers([s.strip() for s in raw.split(",") if s.strip()] or [raw])
+    ca = getattr(args, "ca", None) or os.environ.get("NATS_CA")
+    cert = getattr(args, "cert", None) or os.environ.get("NATS_CERT")
+    key = getattr(args, "key", None) or os.environ.get("NATS_KEY")
+    if ca or cert:
+        client_tls_context(ca, cert, key)  # a missing or unreadable file: one line, before connecting
     configure_logging(args)
     return asyncio.run(_main(args, name, serve, grace))

@@ -21,7 +21,7 @@ import socket
 from nats.aio.msg import Msg
 
 from natsdemo.core.errors import UsageError
-from natsdemo.core.names import ack_fields
+from natsdemo.core.names import ack_fields, check_token
 from natsdemo.core.service import Service, add_service_arguments, run_service
 from natsdemo.core.streams import retrying
 from natsdemo.drain.deadletter import deliveries_of
@@ -98,10 +98,19 @@ def _settings_from_args(args: argparse.Namespace) -> DrainSettings:
     queue_names(args.name)
     if not 0 <= args.fail_rate <= 1:
         raise UsageError("--fail-rate must be between 0 and 1 (e.g. 0.1 fails one item in ten)")
-    if args.work_ms < 0:
-        raise UsageError("--work-ms must be 0 or more")
+    if not 0 <= args.work_ms <= 60_000:  # NaN and infinity fail this too
+        raise UsageError("--work-ms must be between 0 and 60000 (a minute of simulated work per item)")
+    if args.worker is not None:
+        check_token(args.worker, "--worker", 64, "--worker w1")
+    if args.tick_durable is not None:
+        check_token(args.tick_durable, "--tick-durable", 64, "--tick-durable eod-w1")
     if args.enqueue is not None and args.enqueue < 0:
         raise UsageError("--enqueue must be 0 or more")
+    if args.processed_log:
+        try:  # can we write it? (an unwritable path is bad input, not a network problem)
+            os.close(os.open(args.processed_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        except OSError as exc:
+            raise UsageError(f"cannot write --processed-log {args.processed_log}: {exc.strerror}") from None
     return DrainSettings(
         batch=args.batch,
         ack_wait=args.ack_wait,

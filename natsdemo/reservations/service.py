@@ -201,7 +201,8 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     args.timeout = check_timeout(args.timeout)  # before connecting
-    args.name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    if args.name is None:
+        args.name = f"{socket.gethostname()}-{os.getpid()}"
     check_token(args.name, "--name", 64, "--name i1")
     return run_service(args, f"reservations-{args.name}", _serve)
 

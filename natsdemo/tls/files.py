@@ -67,8 +67,9 @@ def ensure_certs(
 
     Defined in notebooks/01_tls_self_signed_ca.ipynb
     """
-    if days <= 1:
-        raise UsageError(f"--days must be more than 1 (got {days}); certificates are renewed a day before expiry")
+    if not 1 < days <= 3650:  # NaN fails this too
+        raise UsageError(f"--days must be more than 1 and at most 3650 (got {days}); certificates are renewed a "
+                         "day before expiry, and short lives are the point")
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder; pass another --out")

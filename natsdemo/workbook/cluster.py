@@ -53,8 +53,8 @@ class LocalCluster:
     _tmp: object | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.nodes <= 9:
-            raise UsageError(f"--nodes must be between 1 and 9 (got {self.nodes}); 3 is the usual size")
+        if not 2 <= self.nodes <= 9:  # one node has no routes, and nats-server refuses a JetStream cluster of one
+            raise UsageError(f"--nodes must be between 2 and 9 (got {self.nodes}); 3 is the usual size")
 
     # ------------------------------------------------------------------ addresses
     @property
