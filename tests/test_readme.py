@@ -94,6 +94,9 @@ def test_reservation_contract():
     r = reservations
     stream = _row(section, "stream")
     assert stream.startswith(f"`{r.STREAM}` on `{r.EVENTS}.>` and `{r.SCHEDULES}.>`")
+    assert f"events kept {r.RETENTION_DAYS} days, at most {r.MAX_PER_SUBJECT} messages per subject" in stream
+    cfg = r.stream_config()
+    assert cfg.max_age == r.RETENTION_DAYS * 86400 and cfg.max_msgs_per_subject == r.MAX_PER_SUBJECT
     assert f"`{r.subject('<id>')}`" in _row(section, "subject")
     reserve = _row(section, "reserve")
     assert _fields(reserve) == _keys(r.reserved_body("x", 5, server_side=False, request="n"))

@@ -31,7 +31,7 @@ def test_backoff_grows_is_capped_and_jittered():
 
 async def test_publish_acked_gives_up_with_one_log_line(nc, caplog):
     js = nc.jetstream()
-    caplog.set_level(logging.WARNING, logger="natsdemo.publish")
+    caplog.set_level(logging.INFO, logger="natsdemo.publish")
     with pytest.raises(Unavailable, match="nothing was stored"):
         await publish_acked(js, "nowhere.x", b"1", retry_for=1.0, timeout=0.3)
     lines = [r.getMessage() for r in caplog.records if r.name == "natsdemo.publish"]
@@ -163,3 +163,92 @@ async def test_a_tick_is_acknowledged_only_after_it_was_processed(nc):
             await ticks.next(timeout=0.5)  # acknowledged: not delivered a third time
     finally:
         await ticks.stop()
+
+
+async def test_a_timer_service_with_its_clock_5_s_ahead_fires_nothing_early(nc):
+    """Deadlines are server timestamps; a host clock 5 s ahead would fire every timeout 5 s early.
+    The service measures the offset (a probe message's stream timestamp) and follows the server."""
+    from natsdemo import reservations as R
+    from natsdemo.reservations import TimeoutService
+    from tests.conftest import wait_for
+
+    js = nc.jetstream()
+    svc = TimeoutService(js, name="skewed", clock=lambda: time.time() + 5.0)
+    await svc.start()
+    try:
+        reserved = await R.reserve(js, "skew-1", timeout=1.5)
+
+        async def timed_out():
+            return [e for e in await R.read_events(js) if e.id == "skew-1" and e.type == R.TIMED_OUT]
+
+        (fired,) = await wait_for(timed_out, timeout=10)
+        stored = {e.seq: e for e in await R.read_events(js)}
+        early_by = (stored[reserved.seq].ts_ns + 1.5e9 - fired.ts_ns) / 1e9
+        print(f"clock 5 s ahead: measured offset {svc.clock.offset:.3f} s; fired {-early_by * 1000:.0f} ms after")
+        assert early_by <= 0, f"fired {early_by:.2f} s before its deadline by the server's clock"
+        assert 4.9 < svc.clock.offset < 5.2, svc.clock.offset
+    finally:
+        await svc.stop()
+
+
+async def test_a_server_side_reservation_whose_writer_died_still_times_out(nc):
+    """The writer stored the reservation event and died before its @at schedule: no schedule, so
+    the server will never fire it. The timer service fires it once the grace has passed."""
+    from natsdemo import reservations as R
+    from natsdemo.reservations import TimeoutService
+    from tests.conftest import wait_for
+
+    js = nc.jetstream()
+    svc = TimeoutService(js, name="backstop", server_grace=1.0)
+    await svc.start()
+    try:
+        body = R.reserved_body("orphan-1", 1.0, server_side=True, request="died")  # what reserve writes first
+        ack = await js.publish(R.subject("orphan-1"), body, headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+        with pytest.raises(Exception):  # noqa: B017 (NotFoundError): the schedule never made it
+            await js.get_last_msg(R.STREAM, R.schedule_subject("orphan-1"))
+
+        async def outcome():
+            return [e for e in await R.read_events(js) if e.id == "orphan-1"]
+
+        events = await wait_for(lambda: _two(outcome), timeout=10)
+        assert [e.type for e in events] == [R.RESERVED, R.TIMED_OUT] and events[1].body["by"] == "backstop"
+        assert events[1].ts_ns >= events[0].ts_ns + 1e9  # not before the deadline
+        assert events[0].seq == ack.seq
+        paid = await R.reserve(js, "paid-server-1", timeout=1.0, server_side=True)
+        await R.purchase(js, "paid-server-1")  # cancels the @at; the backstop's guard is refused too
+        await asyncio.sleep(2.5)
+        assert [e.type for e in await R.read_events(js) if e.id == "paid-server-1"] == [R.RESERVED, R.PURCHASED]
+        assert paid.deadline_ns is not None
+    finally:
+        await svc.stop()
+
+
+async def _two(fetch):
+    events = await fetch()
+    return events if len(events) >= 2 else None
+
+
+async def test_the_scheduler_notices_a_clock_step_within_a_second():
+    """A wall clock stepped forward (NTP, a laptop waking up) is read again within MAX_SLEEP."""
+    from natsdemo.core.timers import Scheduler
+
+    offset = [0.0]
+    fired: list[float] = []
+
+    async def record(key, token, deadline):
+        fired.append(time.monotonic())
+
+    sched = Scheduler(record, clock=lambda: time.time() + offset[0])
+    sched.add("in-an-hour", time.time() + 3600)
+    sched.start()
+    try:
+        await asyncio.sleep(0.2)
+        offset[0] = 3600.0  # the clock jumps an hour
+        stepped = time.monotonic()
+        for _ in range(30):
+            if fired:
+                break
+            await asyncio.sleep(0.1)
+        assert fired and fired[0] - stepped < 1.5, fired
+    finally:
+        await sched.stop()

@@ -56,7 +56,7 @@ async def publish_acked(
       waiting and retrying returns its acknowledgement (marked duplicate).
 
     Retries wait :func:`backoff` (exponential, with jitter). After ``retry_for`` seconds it logs
-    one warning and raises :class:`natsdemo.core.errors.Unavailable` saying which case it was.
+    one line (INFO) and raises :class:`natsdemo.core.errors.Unavailable` saying which case it was.
     """
     if idempotent is None:
         idempotent = bool(headers and headers.get("Nats-Msg-Id"))
@@ -90,7 +90,8 @@ async def publish_acked(
                 "then read back which copy landed")
     else:
         hint = "it may have been stored: check the stream before publishing it again"
-    log.warning("giving up on %s after %d tries in %.0f s: %r", subject, attempt + 1, retry_for, last)
+    # INFO: the caller gets the Unavailable and decides; the services log INFO, so the line is there
+    log.info("giving up on %s after %d tries in %.0f s: %r", subject, attempt + 1, retry_for, last)
     raise Unavailable(
         f"JetStream did not acknowledge {subject} ({type(last).__name__}): the stream has no leader or no quorum "
         f"(are most cluster nodes down?); {hint}"

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 FireFn = Callable[[Any, Any, float], Awaitable[None]]
+MAX_SLEEP = 1.0  # seconds the loop sleeps at most before reading its clock again
 
 
 class Scheduler:
@@ -97,9 +98,14 @@ class Scheduler:
             delay = None if nxt is None else nxt - self._clock()
             if delay is not None and delay <= 0:
                 continue
-            # woken by add() (a new earliest deadline) or by the timeout; the loop re-checks the clock
+            # woken by add() (a new earliest deadline) or by the timeout, at most a second later
+            # (MAX_SLEEP), so a clock that was stepped or corrected is looked at again soon.
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose timeout fires while the
+            # task is being cancelled can turn the cancellation into a TimeoutError (swallowed
+            # here), and the loop would never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(MAX_SLEEP if delay is None else min(delay, MAX_SLEEP)):
+                    await self._wake.wait()
 
     async def _launch(self, key: Hashable, token: Any, deadline: float) -> None:
         while len(self._in_flight) >= self._max_in_flight:

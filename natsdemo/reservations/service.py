@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -29,6 +30,7 @@ import nats.js.errors
 from natsdemo.core.errors import Unavailable
 from natsdemo.core.names import check_token
 from natsdemo.core.publish import backoff, publish_acked
+from natsdemo.core.servertime import ServerClock
 from natsdemo.core.service import Service, add_service_arguments, run_service
 from natsdemo.core.streams import retrying
 from natsdemo.core.timers import Scheduler
@@ -37,6 +39,7 @@ from natsdemo.reservations.wire import (
     DEFAULT_TIMEOUT,
     EVENTS,
     RESERVED,
+    SCHEDULES,
     STREAM,
     Event,
     check_timeout,
@@ -51,6 +54,8 @@ from natsdemo.reservations.wire import (
 log = logging.getLogger("natsdemo.reservations")
 
 RETRY_CAP = 30.0  # seconds: the longest wait before trying a failed timeout again
+SERVER_GRACE = 5.0  # seconds past a server-side deadline before this service fires it itself
+PROBE_EVERY = 30.0  # seconds between measurements of the server's clock
 
 
 class TimeoutService:
@@ -76,13 +81,18 @@ class TimeoutService:
         publish_timeout: float = 5.0,
         max_in_flight: int = 256,
         replicas: int | None = None,
+        clock: Callable[[], float] = time.time,
+        server_grace: float = SERVER_GRACE,
     ) -> None:
         self.js = js
         self.default_timeout = check_timeout(default_timeout)
         self.name = name
         self.publish_timeout = publish_timeout
         self.replicas = replicas  # of RESERVATIONS, if this service creates it
-        self.timers = scheduler(self._fire, max_in_flight=max_in_flight)
+        # deadlines are server timestamps: compare them with the server's clock, never this host's
+        self.clock = ServerClock(js, STREAM, f"{SCHEDULES}._clock.{check_token(name, 'name', 64)}", clock=clock)
+        self.server_grace = server_grace
+        self.timers = scheduler(self._fire, clock=self.clock.now, max_in_flight=max_in_flight)
         self.stats = dict.fromkeys(("replayed", "events", "stored", "refused", "duplicate", "retried", "skipped"), 0)
         self.lateness: collections.deque[float] = collections.deque(maxlen=200_000)  # seconds, at fire time
         self.caught_up = asyncio.Event()
@@ -91,6 +101,7 @@ class TimeoutService:
         self._t0 = 0.0
         self._retry_deadline: dict[str, float] = {}
         self._attempts: dict[str, int] = {}  # failed tries per pending timeout
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self, wait: bool = True) -> None:
         """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
@@ -105,6 +116,8 @@ class TimeoutService:
             ),
         )
         info = await retrying("reading the replay position", self._sub.consumer_info)
+        await self._probe()
+        self._prober = asyncio.ensure_future(self._probe_every(PROBE_EVERY))
         if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # nothing to replay
             self._caught_up()
         if wait:
@@ -116,8 +129,26 @@ class TimeoutService:
             self.caught_up.set()
             self.timers.start()
 
+    async def _probe(self) -> None:
+        try:
+            offset = await self.clock.probe()
+        except Exception as exc:  # keep going with the last estimate (the host's clock at first), and say so
+            log.warning("%s: could not measure the server's clock (%r)", self.name, exc)
+            return
+        if abs(offset) > 1.0:
+            log.warning("%s: this host's clock is %+.1f s off the server's; timers follow the server",
+                        self.name, offset)
+
+    async def _probe_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self._probe()
+
     async def stop(self) -> None:
         """Stop consuming and firing; timeouts already being published finish (bounded)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -140,15 +171,18 @@ class TimeoutService:
     def apply(self, ev: Event) -> None:
         """Update the timers for one event (raises ``ValueError`` for a bad timeout)."""
         if ev.type == RESERVED:
+            deadline = ev.deadline_ns(self.default_timeout) / 1e9
             if ev.timer == "server":
-                return  # the server holds this one (an @at schedule)
-            self.timers.add(ev.id, ev.deadline_ns(self.default_timeout) / 1e9, ev.seq)
+                # the server's @at fires it; this is the backstop for one whose writer died between
+                # the event and its schedule (the guard refuses it if the server's timeout landed)
+                deadline += self.server_grace
+            self.timers.add(ev.id, deadline, ev.seq)
         else:
             self.timers.cancel(ev.id)
 
     async def _fire(self, rid: str, seq: int, deadline: float) -> None:
         deadline = self._retry_deadline.pop(rid, deadline)
-        late = time.time() - deadline
+        late = self.clock.now() - deadline
         self.lateness.append(late)
         try:  # rides out a leader election; msg id and guard make every retry safe
             ack = await publish_acked(
@@ -170,7 +204,7 @@ class TimeoutService:
             self._retry_deadline[rid] = deadline
             log.warning("%s: timeout %s not published (%s); try %d again in %.1f s", self.name, rid,
                         type(exc).__name__, attempt + 1, wait)
-            self.timers.add(rid, time.time() + wait, seq)
+            self.timers.add(rid, self.clock.now() + wait, seq)
             return
         self._attempts.pop(rid, None)
         if ack.duplicate:

@@ -213,10 +213,24 @@ def timeout_headers(rid: str, reservation_seq: int) -> dict[str, str]:
     return {"Nats-Msg-Id": timeout_msg_id(rid), "Nats-Expected-Last-Subject-Sequence": str(reservation_seq)}
 
 
+RETENTION_DAYS = 400  # longer than the longest allowed timeout (366 days): see stream_config
+MAX_PER_SUBJECT = 3  # a reservation has 2 events (reserved, then purchased or timed out); 1 spare
+
+
 def stream_config(
     *, storage: StorageType = StorageType.FILE, duplicate_window: float = 120.0, replicas: int = 1
 ) -> StreamConfig:
-    """``RESERVATIONS`` on both subject trees; schedules allowed (the flag cannot be turned off later)."""
+    """``RESERVATIONS`` on both subject trees; schedules allowed (the flag cannot be turned off later).
+
+    Retention is explicit, and safe for the guards:
+    * events are kept :data:`RETENTION_DAYS` days, more than the longest timeout a reservation may
+      have, so every reservation is decided while its event is still there (the guard compares
+      sequences, which never expire), and an ``@at`` schedule never ages out before it fires;
+    * a subject keeps at most :data:`MAX_PER_SUBJECT` messages: a reservation writes two, and the
+      guards refuse a third, so the limit bounds the stream without ever dropping an event;
+    * an id stays taken while its events are kept (``reserve`` expects an empty subject); after
+      they age out it may be reused.
+    """
     return StreamConfig(
         name=STREAM,
         subjects=[f"{EVENTS}.>", f"{SCHEDULES}.>"],
@@ -224,4 +238,6 @@ def stream_config(
         duplicate_window=duplicate_window,
         allow_msg_schedules=True,
         num_replicas=replicas,
+        max_age=RETENTION_DAYS * 86400.0,
+        max_msgs_per_subject=MAX_PER_SUBJECT,
     )

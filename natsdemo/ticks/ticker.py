@@ -135,8 +135,9 @@ class Ticker:
             if delay <= 0:
                 return True
             # at most 30 s per wait, so a wall-clock jump (NTP, laptop sleep) is noticed soon
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(delay, 30.0))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never swallowed
+                async with asyncio.timeout(min(delay, 30.0)):
+                    await stop.wait()
         return False
 
     def _resume_after(self, done: datetime) -> tuple[datetime | None, datetime]:

@@ -129,8 +129,9 @@ class TickLab:
         return ticker
 
     async def _run(self, ticker: Ticker, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticker.run(stop), MAX_RUN_SECONDS)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never swallowed
+            async with asyncio.timeout(MAX_RUN_SECONDS):
+                await ticker.run(stop)
 
     async def stop_all(self) -> None:
         """Stop every replica gracefully (the current sleep is interrupted, nothing half-published)."""
