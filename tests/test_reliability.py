@@ -101,46 +101,6 @@ def test_registry_skips_an_entry_it_cannot_read_and_reset_clears_it(tmp_path, mo
     assert not half.exists() and not odd.exists()
 
 
-@pytest.mark.slow
-async def test_a_vanished_peer_is_noticed_and_timeouts_keep_firing(nats_server, nc):
-    """The timer service's connection goes silent for good (no FIN, no RST) while new connections
-    pass: it notices within its ping settings (~21 s, not nats-py's 6 minutes), reconnects, and
-    stores the timeouts that fell due meanwhile, exactly once."""
-    from natsdemo import reservations as R
-    from natsdemo.workbook.services import ServiceProcess
-    from tests.conftest import wait_for
-    from tests.faultproxy import FaultProxy
-
-    proxy = await FaultProxy("127.0.0.1", int(nats_server.url.rsplit(":", 1)[1])).start()
-    svc = ServiceProcess("vanish", ["reservations", "--name", "v1", "--server", proxy.url], ready=r" watching ")
-    js = nc.jetstream()
-    try:
-        svc.start()
-        await svc.await_ready(30)
-        proxy.vanish()
-        gone = time.monotonic()
-        ids = [f"v-{i}" for i in range(5)]
-        for rid in ids:  # due while the service cannot hear anything
-            await R.reserve(js, rid, timeout=2)
-        await wait_for(lambda: "disconnected from NATS" in svc.log_text(), timeout=40)
-        noticed = time.monotonic() - gone
-        await wait_for(lambda: "reconnected to" in svc.log_text(), timeout=20)
-
-        async def all_timed_out():
-            by_id = {}
-            for ev in await R.read_events(js):
-                by_id.setdefault(ev.id, []).append(ev.type)
-            return all(by_id.get(r) == [R.RESERVED, R.TIMED_OUT] for r in ids)
-
-        await wait_for(all_timed_out, timeout=30)
-        print(f"silent connection noticed after {noticed:.1f} s; {len(ids)} timeouts stored once each")
-        assert noticed < 30
-    finally:
-        await svc.astop()
-        svc.remove_log()
-        await proxy.stop()
-
-
 async def test_a_tick_is_acknowledged_only_after_it_was_processed(nc):
     """With `processing`, a reader that fails while handling a tick gets it again; with `next`
     (acked on delivery) it would be gone."""

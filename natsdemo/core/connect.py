@@ -32,8 +32,8 @@ log = logging.getLogger("natsdemo.connect")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 # nats-py's defaults (a PING every 2 minutes, 2 unanswered) notice a connection that went silent
 # (a vanished peer: no FIN, no RST) only after 6 minutes; nats-py declares it stale at the third
-# interval with two PINGs unanswered, so these notice it within 21 s
-PING_INTERVAL = 7
+# interval with two PINGs unanswered, so these notice it within 15 s
+PING_INTERVAL = 5
 MAX_OUTSTANDING_PINGS = 2
 
 
@@ -168,7 +168,7 @@ async def connect(
     events = ConnectionLog(name)
     events.require_tls = tls is not None or any(s.startswith("tls://") for s in servers)
     events.handshake_first = bool(options.get("tls_handshake_first"))
-    options.setdefault("ping_interval", PING_INTERVAL)  # a silent connection is noticed within 21 s
+    options.setdefault("ping_interval", PING_INTERVAL)  # a silent connection is noticed within 15 s
     options.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     for option, callback in events.options().items():
         options.setdefault(option, callback)
