@@ -285,6 +285,7 @@ async def test_the_openssl_commands_of_notebook_01_make_the_same_set(tmp_path):
     assert ca_cert.not_valid_after_utc - ca_cert.not_valid_before_utc == dt.timedelta(days=tls.CA_DAYS)
     assert server.not_valid_after_utc - server.not_valid_before_utc == dt.timedelta(days=tls.DEFAULT_DAYS)
     ours = tls.load(tmp_path, "client-bob").cert  # the key loads, and matches
+    assert (tmp_path / "server-key.pem").read_text().startswith("-----BEGIN EC PRIVATE KEY")  # SEC1, as said
     for cert in (server, ours):
         assert _ext(cert, x509.BasicConstraints).ca is False
         usage = _ext(cert, x509.KeyUsage)
@@ -301,3 +302,19 @@ def test_the_workbook_writes_its_certificates_into_the_repositorys_certs_folder(
     from natsdemo.workbook.labs.tls import workbook_certs_dir
 
     assert workbook_certs_dir() == ROOT / "certs"
+
+
+def test_every_key_is_p256_and_a_mismatched_pair_is_replaced(tmp_path):
+    """What notebook 01 says of ensure_certs: all keys ECDSA P-256; a pair whose key does not match
+    its certificate (a crash between the two renames) is made again."""
+    tls.ensure_certs(tmp_path)
+    for name in tls.standard_files():
+        if name.endswith("-key.pem"):
+            key = tls.load(tmp_path, name.removesuffix("-key.pem")).key
+            assert key.curve.name == "secp256r1", name
+    other = tls.new_key()
+    tls.write_private(tmp_path / "server-key.pem", tls.Issued(tls.load(tmp_path, "server").cert, other).key_pem)
+    actions = tls.ensure_certs(tmp_path)
+    assert actions["server"] == "created" and actions["ca"] == "kept"
+    pair = tls.load(tmp_path, "server")
+    assert pair.key.public_key().public_numbers() == pair.cert.public_key().public_numbers()
