@@ -135,3 +135,34 @@ def test_the_cron_module_imports_no_nats():
     code = "import sys, natsdemo.core.cron; print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+MONTH_END = "0 0 18 L * *"  # 18:00 on the last day of every month (croniter reads L)
+SERVER_MONTH_END = "0 0 18 28-31 * *"  # nats-server refuses L: fire on 28-31, keep the last day
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York"])
+def test_month_end_falls_on_the_last_day_for_24_months(tz):
+    """Across two Februaries (one in a leap year) and four DST changes, without waiting a month."""
+    from natsdemo.core.cron import is_last_day_of_month
+
+    start = datetime(2027, 1, 10, tzinfo=UTC)
+    client = parse_cron(MONTH_END, tz).next_times(24, start)
+    server = [t for t in parse_cron(SERVER_MONTH_END, tz).next_times(24 * 4, start) if is_last_day_of_month(t, tz)]
+    for slots in (client, server[:24]):
+        local = [t.astimezone(ZoneInfo(tz)) for t in slots]
+        assert all(lt.hour == 18 and lt.minute == 0 and (lt + timedelta(days=1)).day == 1 for lt in local)
+        assert [(lt.year, lt.month) for lt in local] == [(2027 + (m // 12), m % 12 + 1) for m in range(24)]
+        assert {lt.day for lt in local if lt.month == 2} == {28, 29}  # 2027 and the leap year 2028
+        assert len({lt.utcoffset() for lt in local}) == 2  # both sides of DST: the wall clock holds
+    assert server[:24] == client  # the work-around picks exactly the client's slots
+
+
+def test_month_end_preview_from_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "natsdemo", "tick", "--cron", MONTH_END, "--tz", "Europe/Berlin",
+                          "--preview", "3"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 3, out.stderr
+    local, utc = lines[0].split()
+    assert local.endswith(("+01:00", "+02:00")) and "T18:00:00" in local and utc.endswith("Z")
+    assert datetime.fromisoformat(local) == datetime.fromisoformat(utc.replace("Z", "+00:00"))

@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import nats.js.errors
 import pytest
 from nats.js import api
 
@@ -292,3 +293,18 @@ async def test_an_existing_schedule_stream_gets_message_schedules_switched_on(nc
     await js.add_stream(name=SCHEDULE_STREAM, subjects=["schedule.>"])  # made elsewhere, without schedules
     await ensure_schedule_stream(js)
     assert (await js.stream_info(SCHEDULE_STREAM)).config.allow_msg_schedules is True
+
+
+async def test_nats_server_refuses_cron_L_and_takes_the_month_end_work_around(nc):
+    """Measured on 2.15.1: `L` (last day of month) is refused with 10189; days 28-31 are accepted."""
+    js = nc.jetstream()
+    await ensure_schedule_stream(js)
+    headers = {"Nats-Schedule-Target": "schedule.monthend", "Nats-Schedule-Time-Zone": "Europe/Berlin"}
+    with pytest.raises(nats.js.errors.BadRequestError) as refused:
+        await js.publish("schedule._cron.monthend", b"{}", stream=SCHEDULE_STREAM,
+                         headers={**headers, "Nats-Schedule": "0 0 18 L * *"})
+    assert refused.value.err_code == 10189
+    ack = await js.publish("schedule._cron.monthend", b"{}", stream=SCHEDULE_STREAM,
+                           headers={**headers, "Nats-Schedule": "0 0 18 28-31 * *"})
+    assert ack.seq > 0
+    await remove_server_schedule(js, "monthend")

@@ -221,6 +221,16 @@ class CronSpec:
         return out
 
 
+def is_last_day_of_month(instant: datetime, tz: str) -> bool:
+    """True if ``instant`` falls on the last day of its month on the wall clock of zone ``tz``.
+
+    The filter behind the server-side month end: nats-server (2.15) refuses cron's ``L``, so a
+    schedule fires on days 28-31 (``0 0 18 28-31 * *``) and the reader keeps the last one.
+    """
+    local = instant.astimezone(parse_zone(tz))
+    return (local + timedelta(days=1)).month != local.month
+
+
 _SEARCH_LIMIT = 10_000  # croniter steps per search: covers a repeated DST hour of a per-second cron
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from natsdemo.core.cron import normalize_cron, now_utc, parse_cron, rfc3339
+from natsdemo.core.errors import UsageError
 from natsdemo.core.service import Service, add_service_arguments, run_service
 from natsdemo.core.streams import retrying
 from natsdemo.ticks.schedules import install_server_schedule
@@ -25,7 +26,7 @@ from natsdemo.ticks.tick import ensure_schedule_stream
 from natsdemo.ticks.ticker import CATCH_UP, Fired, Ticker
 from natsdemo.ticks.wire import server_schedule_subject, tick_subject, validate_name
 
-__all__ = ["configure_cli", "run_cli"]
+__all__ = ["configure_cli", "preview", "run_cli"]
 
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
@@ -36,13 +37,17 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cron", required=True, help="6 fields, seconds first ('0 0 20 * * *' = 20:00 daily), 5 fields, or @daily"
     )
-    parser.add_argument("--name", required=True, help="ticks go to schedule.<name> (letters, digits, - and _)")
+    parser.add_argument("--name", default=None, help="ticks go to schedule.<name> (letters, digits, - and _)")
     parser.add_argument("--tz", default="UTC", help="IANA time zone the cron is read in (default UTC)")
     parser.add_argument(
         "--catch-up", choices=CATCH_UP, default="skip", help="missed slots: skip (default) or fire only the latest"
     )
     parser.add_argument(
         "--server-side", action="store_true", help="install a nats-server cron schedule instead of ticking, then exit"
+    )
+    parser.add_argument(
+        "--preview", type=int, default=None, metavar="N",
+        help="print the next N fire times (local with offset, and UTC) and exit, without connecting",
     )
     add_service_arguments(parser)
 
@@ -74,11 +79,28 @@ async def _serve(svc: Service) -> int:
     return 0
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Validate everything before connecting, then tick until SIGINT/SIGTERM.
+def preview(expr: str, tz: str, count: int) -> list[str]:
+    """The next ``count`` fire times, one line each: local time with its offset, then the UTC instant.
 
     Defined in notebooks/02_cron_ticks.ipynb
     """
+    if not 1 <= count <= 1000:
+        raise UsageError(f"--preview {count}: give 1 to 1000 fire times")
+    spec = parse_cron(expr, tz)
+    return [f"{spec.local(t).isoformat()}  {rfc3339(t)}" for t in spec.next_times(count)]
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Validate everything before connecting, then tick until SIGINT/SIGTERM (or just preview).
+
+    Defined in notebooks/02_cron_ticks.ipynb
+    """
+    if args.preview is not None:  # an instructor checking an expression: no name, no server
+        for line in preview(args.cron, args.tz, args.preview):
+            print(line)
+        return 0
+    if args.name is None:
+        raise UsageError("--name is required (ticks go to schedule.<name>), unless you only --preview")
     validate_name(args.name)
     parse_cron(args.cron, args.tz)
     return run_service(args, f"natsdemo-tick-{args.name}", _serve)
