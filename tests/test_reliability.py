@@ -58,7 +58,7 @@ async def test_a_tick_whose_publish_fails_is_retried_within_its_slot(nc):
     assert json.loads(stored.data)["scheduled_at"].startswith(slot.strftime("%Y-%m-%dT%H:%M"))
 
 
-async def test_tls_asked_for_but_not_offered_is_refused(nats_server):
+async def test_tls_asked_for_but_not_offered_is_refused(nats_server, tmp_path):
     """nats-py alone connects in plain text to a tls:// URL when the server has no TLS."""
     import ssl
 
@@ -72,6 +72,11 @@ async def test_tls_asked_for_but_not_offered_is_refused(nats_server):
         await raw.close()
     with pytest.raises(PlaintextRefused, match="offers no TLS"):
         await connect(url)
+    from natsdemo import tls
+
+    tls.ensure_certs(tmp_path)
+    with pytest.raises(PlaintextRefused):  # a nats:// URL with a CA: TLS was asked for all the same
+        await connect(nats_server.url, ca=tmp_path / "ca.pem")
 
 
 def test_the_parent_death_signal_is_only_set_from_the_main_thread():

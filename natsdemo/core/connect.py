@@ -56,10 +56,14 @@ def check_servers(servers: list[str]) -> list[str]:
     return servers
 
 
+def split_servers(raw: str) -> list[str]:
+    """``"nats://a:4222, nats://b:4222"`` -> ``["nats://a:4222", "nats://b:4222"]``."""
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
 def servers_from_env(default: str | None = None) -> list[str]:
     """Split ``NATS_URL`` (comma-separated) into a list, or ``[default]``."""
-    raw = os.environ.get("NATS_URL") or default or DEFAULT_URL
-    return [s.strip() for s in raw.split(",") if s.strip()]
+    return split_servers(os.environ.get("NATS_URL") or default or DEFAULT_URL)
 
 
 def client_tls_context(
@@ -157,7 +161,7 @@ async def connect(
     if servers is None:
         servers = servers_from_env()
     elif isinstance(servers, str):
-        servers = [s.strip() for s in servers.split(",") if s.strip()]
+        servers = split_servers(servers)
     ca = ca or os.environ.get("NATS_CA") or None
     cert = cert or os.environ.get("NATS_CERT") or None
     key = key or os.environ.get("NATS_KEY") or None

@@ -50,6 +50,7 @@ from natsdemo.core.connect import (
     check_servers,
     client_tls_context,
     connect_from_args,
+    split_servers,
 )
 from natsdemo.core.errors import UsageError
 from natsdemo.core.streams import REPLICAS_ENV, check_replicas
@@ -181,7 +182,7 @@ def run_service(args: argparse.Namespace, name: str, serve: Serve, *, grace: flo
     if getattr(args, "replicas", None) is None and os.environ.get(REPLICAS_ENV, "").strip():
         check_replicas(os.environ[REPLICAS_ENV], REPLICAS_ENV)  # bad input is refused before connecting
     raw = getattr(args, "server", None) or os.environ.get("NATS_URL") or DEFAULT_URL
-    check_servers([s.strip() for s in raw.split(",") if s.strip()] or [raw])
+    check_servers(split_servers(raw) or [raw])
     ca = getattr(args, "ca", None) or os.environ.get("NATS_CA")
     cert = getattr(args, "cert", None) or os.environ.get("NATS_CERT")
     key = getattr(args, "key", None) or os.environ.get("NATS_KEY")
