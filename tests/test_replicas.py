@@ -89,6 +89,7 @@ async def test_services_get_r3_streams_right_after_the_cluster_forms_and_with_a_
             await nc.jetstream().delete_stream(s)
         await nc.close()
         cluster.kill("n3")
+        await cluster.await_ready(60)  # the two left have a meta leader again (n3 may have led)
         procs = await _start_all(cluster, "down")  # a third of the cluster is gone
         assert await _replicas_of(cluster.url, cluster.ca, streams) == dict.fromkeys(streams, 3)
     finally:
