@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drain": ("natsdemo.drain.service", "drain the work queue on every tick"),
     "reservations": ("natsdemo.reservations.service", "run the reservation timeout service"),
     "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
+    "supercluster": ("natsdemo.workbook.supercluster", "run local clusters joined by mutual-TLS gateways"),
     "bench": ("natsdemo.workbook.bench", "run a benchmark and print its figures"),
     "doctor": ("natsdemo.workbook.admin", "pre-flight check for a workshop machine"),
     "reset": ("natsdemo.workbook.admin", "stop stray workbook servers and clear their state"),

@@ -23,7 +23,7 @@ NATS_SERVICES = {k: v for k, v in COMPOSE["services"].items() if str(v.get("imag
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("compose-certs")
-    ensure_certs(folder, hosts=["nats-tls", "n1", "n2", "n3", "hub"])
+    ensure_certs(folder, hosts=["nats-tls", "n1", "n2", "n3", "hub", "e1", "w1"])
     return folder
 
 

@@ -22,9 +22,13 @@ from tests.conftest import until
 
 TLS_CONFIGS = [
     "tls.conf", "tls-verify.conf", "tls-verify-and-map.conf", "tls-handshake-first.conf", "tls-min-1.3.conf",
-    "cluster-tls.conf", "leaf-hub.conf", "leaf-spoke.conf",
+    "cluster-tls.conf", "leaf-hub.conf", "leaf-spoke.conf", "gateway-tls.conf",
 ]
-CONFIG_ENV = {"NATSDEMO_LEAF_PORT": "7422", "NATSDEMO_HUB_URL": "tls://hub:7422"}
+CONFIG_ENV = {
+    "NATSDEMO_LEAF_PORT": "7422", "NATSDEMO_HUB_URL": "tls://hub:7422",
+    "NATSDEMO_CLUSTER": "east", "NATSDEMO_GATEWAY_PORT": "7222", "NATSDEMO_GATEWAY_ADVERTISE": "e1:7222",
+    "NATSDEMO_SEED": "east", "NATSDEMO_SEED_URL": "tls://e1:7222",
+}
 
 
 # ------------------------------------------------------------------------- material
