@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tick": ("natsdemo.ticks.service", "publish cron ticks on schedule.<name>"),
     "drain": ("natsdemo.drain.service", "drain the work queue on every tick"),
     "reservations": ("natsdemo.reservations.service", "run the reservation timeout service"),
+    "coupons": ("natsdemo.coupons.service", "issue, redeem and watch coupons that expire by per-message TTL"),
     "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
     "supercluster": ("natsdemo.workbook.supercluster", "run local clusters joined by mutual-TLS gateways"),
     "bench": ("natsdemo.workbook.bench", "run a benchmark and print its figures"),

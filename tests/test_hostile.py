@@ -33,6 +33,7 @@ for n in BAD_NUMBERS:
         ("reservations", "--timeout", n),
         ("certs", "--days", n),
         ("server", "--port", n if n != "-1" else "-2"), ("cluster", "--nodes", n), ("bench", "server", "--runs", n),
+        ("supercluster", "--clusters", n), ("supercluster", "--nodes", n),
     ]
 for n in ["-1", "nan", "inf", "1e999"]:
     CASES += [("drain", "--nak-delay", n), ("drain", "--work-ms", n), ("drain", "--fail-rate", n)]
@@ -43,6 +44,7 @@ CASES += [
     ("certs", "--out", "/proc/nope"), ("certs", "--host", "a b"), ("certs", "--host", ""), ("certs", "--user", "a.b"),
     ("server", "--store", "/proc/nope"), ("server", "--config", "no-such.conf"), ("server", "--port", "65536"),
     ("cluster", "--nodes", "1"), ("cluster", "--nodes", "10"), ("cluster", "--certs", "/proc/nope"),
+    ("supercluster", "--clusters", "1"), ("supercluster", "--certs", "/proc/nope"),
     ("bench", "no-such-benchmark"),
     ("tick", "--cron", "@daily", "--name", "ok", "--server", "not a url"),
     ("tick", "--cron", "@daily", "--name", "ok", "--ca", "/no/such/ca.pem"),

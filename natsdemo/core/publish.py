@@ -17,6 +17,10 @@ from natsdemo.core.errors import Unavailable
 
 log = logging.getLogger("natsdemo.publish")
 
+WRONG_LAST_SEQUENCE = 10071  # server error code for a failed Nats-Expected-Last-Subject-Sequence
+# measured on 2.15.1: a clustered (R3) stream may answer the same refusal with 10164 instead
+WRONG_LAST_SEQUENCE_CODES = frozenset({WRONG_LAST_SEQUENCE, 10164})
+
 FIRST_DELAY = 0.1  # seconds before the first retry
 MAX_DELAY = 2.0  # the longest wait between two tries
 
@@ -30,6 +34,14 @@ def backoff(attempt: int, first: float = FIRST_DELAY, cap: float = MAX_DELAY, rn
     """
     ceiling = min(cap, first * 2 ** max(0, attempt - 1))
     return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def refused_by_guard(exc: Exception) -> bool:
+    """True if the server refused a publish because its expected last subject sequence was wrong.
+
+    Defined in notebooks/04_reservation_timeouts.ipynb
+    """
+    return getattr(exc, "err_code", None) in WRONG_LAST_SEQUENCE_CODES
 
 
 async def publish_acked(

@@ -33,6 +33,7 @@ from nats.js.api import StorageType, StreamConfig
 from natsdemo.core.errors import UsageError
 from natsdemo.core.jsonbody import json_object
 from natsdemo.core.names import ack_fields, check_token, is_token
+from natsdemo.core.publish import WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CODES, refused_by_guard  # noqa: F401 (part of this contract)
 
 STREAM = "RESERVATIONS"
 EVENTS = "events.reservation"
@@ -52,21 +53,6 @@ DEFAULT_TIMEOUT = 600.0  # the seed's 10 minutes
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-WRONG_LAST_SEQUENCE = 10071  # server error code for a failed Nats-Expected-Last-Subject-Sequence
-
-
-# measured on 2.15.1: a clustered (R3) stream may answer the same refusal with 10164 instead
-WRONG_LAST_SEQUENCE_CODES = frozenset({WRONG_LAST_SEQUENCE, 10164})
-
-
-def refused_by_guard(exc: Exception) -> bool:
-    """True if the server refused a publish because its expected last subject sequence was wrong.
-
-    Defined in notebooks/04_reservation_timeouts.ipynb
-    """
-    return getattr(exc, "err_code", None) in WRONG_LAST_SEQUENCE_CODES
 
 
 def check_id(rid: str) -> str:
