@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import nats.js.errors
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import StreamConfig
 
 from natsdemo import coupons
 from natsdemo.core.errors import UsageError

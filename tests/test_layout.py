@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT
 
 PKG = ROOT / "natsdemo"
-PATTERNS = ("tls", "ticks", "drain", "reservations")
+PATTERNS = ("tls", "ticks", "drain", "reservations", "coupons")
 LIBRARY = ("core", *PATTERNS)  # what `pip install .` is for, and what mypy checks
 # the one sideways arrow among patterns: a drain is triggered by ticks
 SIDEWAYS = {("drain", "ticks")}
@@ -234,13 +234,14 @@ def test_the_library_installs_and_runs_without_the_workbook(tmp_path: Path):
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
     code = (
         "import importlib.util, natsdemo.core.service, natsdemo.tls, natsdemo.ticks, natsdemo.drain, "
-        "natsdemo.reservations\n"
+        "natsdemo.reservations, natsdemo.coupons\n"
         "print([m for m in ('ipywidgets', 'matplotlib', 'jupyterlab', 'IPython', 'psutil') "
         "if importlib.util.find_spec(m)])"
     )
     out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
-    services = (("tick", "--server"), ("drain", "--server"), ("reservations", "--server"), ("certs", "--out"))
+    services = (("tick", "--server"), ("drain", "--server"), ("reservations", "--server"), ("certs", "--out"),
+                ("coupons", "watch"))
     for command, flag in services:
         helped = subprocess.run([py, "-m", "natsdemo", command, "--help"], capture_output=True, text=True,
                                 timeout=60, env=env, cwd=tmp_path)

@@ -116,3 +116,22 @@ def test_reservation_contract():
 def test_the_field_comparison_can_fail(broken: str):
     """A README row that drops a field no longer matches the code."""
     assert _fields(broken) != _keys(reservations.reserved_body("x", 5, server_side=False, request="n"))
+
+
+# ---------------------------------------------------------------- coupons
+def test_coupon_contract():
+    from natsdemo import coupons
+
+    section = _section("Coupons that expire by themselves")
+    cfg = coupons.stream_config()
+    stream = _row(section, "stream")
+    assert stream.startswith(f"`{coupons.STREAM}` on `{cfg.subjects[0]}`")
+    assert f"markers kept {coupons.MARKER_TTL} s" in stream
+    assert f"{cfg.max_msgs_per_subject} message per subject" in stream
+    assert cfg.allow_msg_ttl and cfg.subject_delete_marker_ttl == coupons.MARKER_TTL
+    assert f"`{coupons.PREFIX}.<id>`" in _row(section, "subject")
+    issued = _row(section, "issued")
+    assert _fields(issued) == _keys(coupons.wire.issued_body("X", 5, "r"))
+    assert f"(1 to {coupons.MAX_TTL})" in issued
+    assert _fields(_row(section, "redeemed")) == _keys(coupons.wire.redeemed_body("X", "r"))
+    assert f"`{coupons.MARKER_REASON}: {coupons.MAX_AGE}`" in _row(section, "expired")

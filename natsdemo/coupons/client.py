@@ -15,7 +15,6 @@ Defined in notebooks/06_coupons_ttl.ipynb
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -224,7 +223,7 @@ async def watch(js: Any, *, since_new: bool = True, kinds: tuple[str, ...] = (RE
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.ConnectionClosedError:
                 return  # the connection was closed under us (a shutdown): the watch ends
