@@ -226,3 +226,13 @@ def test_coupons_cli_from_outside(nats_server, tmp_path: Path):
 ])
 def test_coupons_cli_refuses_bad_input_in_one_line(args, fragment):
     assert_one_line_error(run_cli("coupons", *args, env={"NATS_URL": "nats://127.0.0.1:1"}), fragment)
+
+
+def test_bench_coupons_quick(tmp_path: Path):
+    out = run_cli("bench", "coupons", "--quick", "--json", str(tmp_path / "b.json"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    figures = {f["name"]: f["value"] for f in json.loads((tmp_path / "b.json").read_text())["figures"]}
+    assert figures["coupons held by the server"] == 2000
+    assert figures["earliest expiry vs TTL"] >= 0  # the server never removed a coupon before its TTL
