@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as W
+from matplotlib.ticker import MaxNLocator
 
 from natsdemo import coupons as C
 from natsdemo.workbook.widgets import LivePlot, Panel, Series, button
@@ -118,6 +119,7 @@ class CouponBoard:
         self.plot.set("expiries", range(1, len(late) + 1), late, panel=1, color="tab:red", marker="o",
                       linestyle="none")
         self.plot.axes[1].set_xlabel("expiry number")
+        self.plot.axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
 
     def close(self) -> None:
         self.panel.stop()
