@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from natsdemo import __version__
 from natsdemo.core.errors import UsageError
 
 # command -> (module, one-line help)
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coupons": ("natsdemo.coupons.service", "issue, redeem and watch coupons that expire by per-message TTL"),
     "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
     "supercluster": ("natsdemo.workbook.supercluster", "run local clusters joined by mutual-TLS gateways"),
+    "site": ("natsdemo.workbook.site", "run every notebook and build the static website of the workbook"),
     "bench": ("natsdemo.workbook.bench", "run a benchmark and print its figures"),
     "doctor": ("natsdemo.workbook.admin", "pre-flight check for a workshop machine"),
     "reset": ("natsdemo.workbook.admin", "stop stray workbook servers and clear their state"),
@@ -60,6 +62,7 @@ def _module(command: str) -> ModuleType:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (so one command's import cost stays its own)."""
     parser = _Parser(prog="natsdemo", description="The NATS workbook's services and tools.")
+    parser.add_argument("-V", "--version", action="version", version=f"natsdemo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (_, help_text) in COMMANDS.items():

@@ -131,3 +131,12 @@ async def wait_for(check, timeout: float = 15.0, every: float = 0.05):
     if not value:
         raise AssertionError(f"condition not met within {timeout} s")
     return value
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the notebook test leaves each notebook as its fresh-kernel run executed it (with the
+    site's plot pictures), so the site test builds from them instead of running everything again."""
+    folder = tmp_path_factory.getbasetemp() / "executed-notebooks"
+    folder.mkdir(exist_ok=True)
+    return folder

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from natsdemo.workbook import site
 from natsdemo.workbook.server import NatsServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,14 +80,36 @@ def test_notebook_is_stored_without_outputs(path: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_twice_in_one_kernel_then_again_in_a_fresh_one(path: Path, tmp_path: Path):
+def test_notebook_runs_twice_in_one_kernel_then_again_in_a_fresh_one(path: Path, tmp_path: Path,
+                                                                    executed_notebooks: Path):
     srv = NatsServer(name=f"test-nb-{path.stem[:2]}", store_dir=tmp_path / "store").start()
     try:
         env = {"NATS_URL": srv.url, "NATS_MONITOR_URL": srv.monitor_url or ""}
         first, second = execute(path, runs=2, env=env)
         assert not first, "first run:\n" + "\n".join(first)
         assert not second, "second run in the same kernel:\n" + "\n".join(second)
-        (fresh,) = execute(path, runs=1, env=env)  # within seconds of the previous kernel's last cell
+        # within seconds of the previous kernel's last cell; the run the static website is built from
+        nb = site.execute(path, env)
+        fresh = _errors(nb) + [f"cell {i} did not run" for i, c in enumerate(nb.cells)
+                               if c.cell_type == "code" and c.source.strip() and not c.execution_count]
         assert not fresh, "fresh kernel after a previous run:\n" + "\n".join(fresh)
+        nbformat.write(nb, executed_notebooks / path.name)
     finally:
         srv.stop()
+
+
+def _links(text: str) -> list[str]:
+    return re.findall(r"\]\(([^)#\s]+\.ipynb)\)", text)
+
+
+def test_notebook_00_links_every_notebook_and_each_ends_with_the_way_on():
+    cells = lambda p: ["".join(c["source"]) for c in json.loads(p.read_text())["cells"]]  # noqa: E731
+    names = [p.name for p in NOTEBOOKS]
+    start = "\n".join(cells(NOTEBOOKS[0]))
+    assert set(names[1:]) <= set(_links(start)), "00's map must link every notebook"
+    for i, path in enumerate(NOTEBOOKS):
+        last = cells(path)[-1]
+        links = _links(last.split("---")[-1])
+        want = ([names[i + 1]] if i + 1 < len(names) else []) + ([names[0]] if i > 0 else [])
+        assert links == want, (path.name, links)
+        assert all((path.parent / link).exists() for link in _links("\n".join(cells(path)))), path.name

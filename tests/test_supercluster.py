@@ -17,6 +17,7 @@ import pytest
 
 from natsdemo import tls
 from natsdemo.core.connect import connect
+from natsdemo.core.publish import publish_acked
 from natsdemo.workbook.monitor import monitor_json
 from natsdemo.workbook.supercluster import Supercluster
 from tests.conftest import ROOT, assert_one_line_error, run_cli, until
@@ -124,7 +125,8 @@ async def test_a_stream_in_one_cluster_is_read_from_the_other(material: Path):
             await js_east.add_stream(name="ORDERS", subjects=["orders.>"])
             info = await js_west.stream_info("ORDERS")  # the JetStream API answers from every cluster
             assert info.cluster is not None and info.cluster.name == "east"  # placed where it was created
-            await js_west.publish("orders.1", b"placed from west")  # stored in east
+            # right after creation the stream's interest may not have crossed yet: no responders, retried
+            await publish_acked(js_west, "orders.1", b"placed from west")  # stored in east
             psub = await js_west.pull_subscribe("orders.>", durable="west-reader", stream="ORDERS")
             msgs = await psub.fetch(1, timeout=5)
             assert [m.data for m in msgs] == [b"placed from west"]

@@ -14,11 +14,15 @@ Defined in notebooks/00_start_here.ipynb
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import functools
 import io
+import json
+import os
 import time
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -153,6 +157,39 @@ def _is_widget(obj: object) -> bool:
     return isinstance(obj, W.DOMWidget)
 
 
+SITE_ENV = "NATSDEMO_SITE"  # set by the site builder: live plots remember where they were shown
+_SITE_PLOTS: list[tuple[int, weakref.ref[LivePlot]]] = []  # (execution count of the cell, plot)
+
+
+def _execution_count() -> int | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    # IPython counts the running cell before running it; ipykernel reports count - 1 as its number
+    return int(shell.execution_count) - 1 if shell is not None else None
+
+
+def site_snapshots() -> str:
+    """JSON ``[{"execution_count", "png"}]``: every live plot shown so far, drawn as it is now.
+
+    The static website calls this after running a notebook and puts each picture under the cell
+    that displayed the plot (ipympl canvases store no image of their own).
+
+    Not taught on its own: used by :mod:`natsdemo.workbook.site`.
+    """
+    out = []
+    for count, ref in _SITE_PLOTS:
+        plot = ref()
+        if plot is None:
+            continue
+        buf = io.BytesIO()
+        plot.fig.savefig(buf, format="png", dpi=90)
+        out.append({"execution_count": count, "png": base64.b64encode(buf.getvalue()).decode()})
+    return json.dumps(out)
+
+
 MAX_WIDTH = 9.6  # inches at 100 dpi: what fits beside JupyterLab's file browser in a 1280-pixel window
 
 
@@ -200,6 +237,10 @@ class LivePlot:
     @property
     def widget(self) -> W.Widget:
         """The widget to lay out: the ipympl canvas, or a PNG ``Image`` without ipympl."""
+        if os.environ.get(SITE_ENV) and not any(ref() is self for _, ref in _SITE_PLOTS):
+            count = _execution_count()
+            if count is not None:
+                _SITE_PLOTS.append((count, weakref.ref(self)))
         if _is_widget(self.fig.canvas):
             return self.fig.canvas
         if self._image is None:
