@@ -120,6 +120,13 @@ async def test_delete_markers_with_another_per_subject_limit_raise_the_ttl(nc):
     assert (await coupons.last_event(js, "KEPT-TTL")).kind == coupons.EXPIRED
 
 
+async def test_a_stray_message_on_a_coupon_subject_is_refused_not_guessed(js):
+    await js.publish("coupons.JUNK", b"not a coupon")
+    for action in (lambda: coupons.redeem(js, "JUNK"), lambda: coupons.issue(js, "JUNK", 5)):
+        with pytest.raises(coupons.CouponError, match="not a coupon event"):
+            await action()
+
+
 @pytest.mark.parametrize("bad", [1.5, 0, -1, 0.5, float("nan"), float("inf"), True, "2", coupons.MAX_TTL + 1])
 def test_a_ttl_must_be_whole_seconds_from_one(bad):
     with pytest.raises(UsageError):

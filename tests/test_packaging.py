@@ -70,7 +70,8 @@ def test_the_shipped_settings_turn_the_news_pop_up_off():
     settings = overrides["@jupyterlab/apputils-extension:notification"]
     schema = Path(sys.prefix) / "share/jupyter/lab/schemas/@jupyterlab/apputils-extension/notification.json"
     props = json.loads(schema.read_text())["properties"]
-    assert settings["fetchNews"] == "false" and "false" in props["fetchNews"]["enum"]
+    choices = {c["const"]: c["title"] for c in props["fetchNews"]["oneOf"]}
+    assert settings["fetchNews"] == "false" and choices["false"] == "Never"
     assert settings["checkForUpdates"] is False and "checkForUpdates" in props
     installed = Path(sys.prefix) / "share/jupyter/lab/settings/overrides.json"
     assert json.loads(installed.read_text()) == overrides, "scripts/setup-venv.sh installs it into the venv"

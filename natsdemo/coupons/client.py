@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -123,12 +124,20 @@ async def last_event(js: Any, cid: str) -> CouponEvent | None:
     except nats.js.errors.NotFoundError:
         return None
     ts_ns = int(msg.time.timestamp() * 1e6) * 1000 if msg.time else 0
-    return parse_event(msg.subject, msg.data or b"", msg.headers, msg.seq, ts_ns)
+    try:
+        return parse_event(msg.subject, msg.data or b"", msg.headers, msg.seq, ts_ns)
+    except ValueError as exc:  # somebody wrote something else there: refuse, never guess
+        raise CouponError(f"coupons.{cid} holds a message that is not a coupon event ({exc})") from None
 
 
 def _refusal(cid: str, ev: CouponEvent | None, issuing: bool = False) -> CouponError:
-    if issuing and ev is not None and ev.kind == REDEEMED:
-        return CouponExistsError(f"coupon {cid!r} was redeemed (seq {ev.seq}): coupon ids are single-use")
+    if issuing:
+        if ev is not None and ev.kind == REDEEMED:
+            return CouponExistsError(f"coupon {cid!r} was redeemed (seq {ev.seq}): coupon ids are single-use")
+        if ev is None or ev.kind == EXPIRED:  # it changed between our read and our write
+            return CouponError(f"coupon {cid!r} changed while it was being issued; issue it again")
+    elif ev is not None and ev.kind == ISSUED:  # expired and issued again between our read and write
+        return CouponError(f"coupon {cid!r} was issued again while it was being redeemed; redeem it again")
     if ev is None:
         return UnknownCouponError(f"no coupon {cid!r}: it was never issued, or expired over {MARKER_TTL} s ago")
     if ev.kind == EXPIRED:
@@ -170,9 +179,13 @@ async def issue(js: Any, cid: str, ttl: float, *, retry_for: float = 10.0) -> Co
         mine = await _ours(js, cid, request)  # a retry after a timeout: did our first attempt land?
         if mine is None:
             raise _refusal(cid, await last_event(js, cid), issuing=True) from None
-        seq = mine.seq
-    stored = await js.get_msg(STREAM, seq)
-    return Coupon(cid, seq, ttl, int(stored.time.timestamp() * 1e6) * 1000)
+        return Coupon(cid, mine.seq, ttl, mine.ts_ns)
+    try:  # the stream's timestamp, so expires_ns is the server's deadline, not our clock's
+        stored = await js.get_msg(STREAM, seq)
+        ts_ns = int(stored.time.timestamp() * 1e6) * 1000
+    except nats.js.errors.NotFoundError:  # already redeemed (replaced) or expired: approximate
+        ts_ns = time.time_ns()
+    return Coupon(cid, seq, ttl, ts_ns)
 
 
 async def redeem(js: Any, cid: str, *, retry_for: float = 10.0) -> int:
@@ -208,7 +221,8 @@ async def watch(js: Any, *, since_new: bool = True, kinds: tuple[str, ...] = (RE
     """Yield coupon events as they happen (by default redemptions and expiries only).
 
     An ordered consumer from "now" (``since_new``) or from the stream's start; with ``durable``,
-    a durable push consumer whose position survives restarts (each event acked once handled).
+    a durable push consumer whose position survives restarts: each event is acknowledged when the
+    caller asks for the next one, so an event whose handling crashed is delivered again.
     Messages that are not coupon events are logged and skipped.
 
     Defined in notebooks/06_coupons_ttl.ipynb
@@ -235,10 +249,10 @@ async def watch(js: Any, *, since_new: bool = True, kinds: tuple[str, ...] = (RE
             except ValueError as exc:
                 log.warning("skipped: %s", exc)
                 ev = None
+            if ev is not None and ev.kind in kinds:
+                yield ev  # handled by the caller before the ack below
             if durable:
                 await msg.ack()
-            if ev is not None and ev.kind in kinds:
-                yield ev
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

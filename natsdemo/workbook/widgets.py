@@ -172,13 +172,8 @@ def _execution_count() -> int | None:
 
 
 def site_snapshots() -> str:
-    """JSON ``[{"execution_count", "png"}]``: every live plot shown so far, drawn as it is now.
-
-    The static website calls this after running a notebook and puts each picture under the cell
-    that displayed the plot (ipympl canvases store no image of their own).
-
-    Not taught on its own: used by :mod:`natsdemo.workbook.site`.
-    """
+    """JSON ``[{"execution_count", "png"}]`` of every live plot shown so far, drawn as it is now: the
+    static website puts each under the cell that showed it (an ipympl canvas stores no image)."""
     out = []
     for count, ref in _SITE_PLOTS:
         plot = ref()

@@ -78,9 +78,9 @@ class CouponBoard:
         return ids
 
     async def redeem_one(self) -> str | None:
-        """Redeem the valid coupon closest to expiry (a refusal shows in the output, as it should)."""
+        """Redeem the valid coupon furthest from expiry (a refusal would show in the output)."""
         valid = sorted((e for e in self.entries.values() if e.state == "valid"),
-                       key=lambda e: e.issued_ns + e.ttl * 10**9)
+                       key=lambda e: -(e.issued_ns + e.ttl * 10**9))
         if not valid:
             self.panel.say("no valid coupon to redeem: issue some first")
             return None
