@@ -197,6 +197,7 @@ def test_a_service_never_outlives_a_stop_request(signals: int, code: int):
 def test_a_service_with_no_server_to_reach_says_so_in_one_line():
     """The README's promise: an unreachable server is one readable line and exit status 1."""
     free = free_ports(1)[0]  # nothing listens there
-    out = run_cli("reservations", "--server", f"nats://127.0.0.1:{free}", timeout=60)
+    out = run_cli("reservations", "--server", f"nats://127.0.0.1:{free}", "--connect-timeout", "2", timeout=60)
     assert out.returncode == 1
+    assert "within 2 s" in out.stderr or "cannot reach NATS" in out.stderr
     assert_one_line_error(out, "natsdemo reservations: error: cannot reach NATS", f"127.0.0.1:{free}")

@@ -47,6 +47,8 @@ CASES += [
     ("supercluster", "--clusters", "1"), ("supercluster", "--certs", "/proc/nope"),
     ("bench", "no-such-benchmark"),
     ("tick", "--cron", "@daily", "--name", "ok", "--server", "not a url"),
+    ("tick", "--cron", "@daily", "--name", "ok", "--connect-timeout", "0"),
+    ("drain", "--connect-timeout", "nan"),
     ("tick", "--cron", "@daily", "--name", "ok", "--ca", "/no/such/ca.pem"),
     ("reservations", "--cert", "/no/such/cert.pem"),
     ("tick", "--cron", "@daily", "--name", "ok", "-v", "--quiet"),
@@ -94,7 +96,7 @@ OUTSIDE = [
     ("reservations", "--timeout", "-1"),
     ("certs", "--out", "/proc/nope"),
     ("cluster", "--nodes", "1"),
-    ("tick", "--cron", "@daily", "--name", "ok", "--server", UNREACHABLE),
+    ("tick", "--cron", "@daily", "--name", "ok", "--server", UNREACHABLE, "--connect-timeout", "2"),
 ]
 
 

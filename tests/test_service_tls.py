@@ -73,7 +73,8 @@ async def test_ticks_published_over_tls_reach_the_stream(mtls):
 
 def test_missing_client_certificate_is_one_clear_line(mtls):
     srv, certs = mtls
-    out = run_cli("reservations", "--quiet", *_flags(srv, certs, with_cert=False), timeout=60)
+    out = run_cli("reservations", "--quiet", "--connect-timeout", "2", *_flags(srv, certs, with_cert=False),
+                  timeout=60)
     assert out.returncode == 1
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr

@@ -223,9 +223,24 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", default=None, help="CA bundle to trust (default: $NATS_CA)")
     parser.add_argument("--cert", default=None, help="client certificate (default: $NATS_CERT)")
     parser.add_argument("--key", default=None, help="client key (default: $NATS_KEY)")
+    parser.add_argument(
+        "--connect-timeout", type=_seconds, default=None, metavar="SECONDS",
+        help="give up the first connection after SECONDS (default 10); reconnects later never give up",
+    )
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.5 <= seconds <= 600:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds from 0.5 to 600")
+    return seconds
 
 
 async def connect_from_args(args: argparse.Namespace, name: str) -> Client:
     """Connect using the flags from :func:`add_connection_arguments` (falling back to the env)."""
     servers = args.server or os.environ.get("NATS_URL") or None
-    return await connect(servers, ca=args.ca, cert=args.cert, key=args.key, name=name)
+    return await connect(servers, ca=args.ca, cert=args.cert, key=args.key, name=name,
+                         first_connect_timeout=getattr(args, "connect_timeout", None))
