@@ -36,10 +36,17 @@ def _errors(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
-def execute(path: Path, timeout: int = 180, runs: int = 1, env: dict[str, str] | None = None) -> list[list[str]]:
-    """Run a notebook top to bottom ``runs`` times in one fresh kernel, in the notebooks folder.
+def solutions(path: Path) -> list[Path]:
+    """``solutions/NN_K.py``: the solution of exercise K of notebook NN."""
+    return sorted((ROOT / "solutions").glob(f"{path.stem[:2]}_*.py"))
 
-    Returns, per run, the errors it showed (and cells that did not run)."""
+
+def execute(path: Path, timeout: int = 180, runs: int = 1, env: dict[str, str] | None = None,
+            extra: list[Path] = ()) -> list[list[str]]:
+    """Run a notebook top to bottom ``runs`` times in one fresh kernel, in the notebooks folder,
+    then each file of ``extra`` as one more cell in the same kernel (exercise solutions).
+
+    Returns, per run, the errors it showed (and cells that did not run), then one list for ``extra``."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -61,6 +68,13 @@ def execute(path: Path, timeout: int = 180, runs: int = 1, env: dict[str, str] |
                 missing = [i for i, c in enumerate(nb.cells)
                            if c.cell_type == "code" and c.source.strip() and not c.execution_count]
                 found.append(_errors(nb) + [f"cells not executed: {missing}"] * bool(missing))
+            if extra:
+                cells = [nbformat.v4.new_code_cell(f.read_text()) for f in extra]
+                nb.cells.extend(cells)
+                for i, cell in enumerate(cells, len(nb.cells) - len(cells)):
+                    client.execute_cell(cell, i)
+                found.append([f"{f.name}: {e.split(': ', 1)[-1]}" for f, c in zip(extra, cells, strict=True)
+                              for e in _errors(nbformat.v4.new_notebook(cells=[c]))])
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -85,9 +99,10 @@ def test_notebook_runs_twice_in_one_kernel_then_again_in_a_fresh_one(path: Path,
     srv = NatsServer(name=f"test-nb-{path.stem[:2]}", store_dir=tmp_path / "store").start()
     try:
         env = {"NATS_URL": srv.url, "NATS_MONITOR_URL": srv.monitor_url or ""}
-        first, second = execute(path, runs=2, env=env)
+        first, second, *solved = execute(path, runs=2, env=env, extra=solutions(path))
         assert not first, "first run:\n" + "\n".join(first)
         assert not second, "second run in the same kernel:\n" + "\n".join(second)
+        assert not solved or not solved[0], "exercise solutions:\n" + "\n".join(solved[0])
         # within seconds of the previous kernel's last cell; the run the static website is built from
         nb = site.execute(path, env)
         fresh = _errors(nb) + [f"cell {i} did not run" for i, c in enumerate(nb.cells)
@@ -113,3 +128,19 @@ def test_notebook_00_links_every_notebook_and_each_ends_with_the_way_on():
         want = ([names[i + 1]] if i + 1 < len(names) else []) + ([names[0]] if i > 0 else [])
         assert links == want, (path.name, links)
         assert all((path.parent / link).exists() for link in _links("\n".join(cells(path)))), path.name
+
+
+def test_every_solution_is_linked_from_its_exercise_with_a_hint():
+    linked = {}
+    for path in NOTEBOOKS:
+        text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        exercises = text.split("## Exercises", 1)[-1].split("\n## ", 1)[0] if "## Exercises" in text else ""
+        for m in re.finditer(r"%load \.\./solutions/((\d\d)_(\d+)\.py)", exercises):
+            assert m.group(2) == path.stem[:2], (path.name, m.group(1))
+            linked[m.group(1)] = path
+        for item in re.split(r"\n(?=\d+\. )", exercises)[1:]:
+            if "%load" in item:
+                assert "<details><summary>Hint and solution</summary>" in item, (path.name, item[:80])
+    files = {p.name for p in (ROOT / "solutions").glob("*.py")}
+    assert files == set(linked), (sorted(files ^ set(linked)))
+    assert all((p.parent / ".." / "solutions" / f).resolve().is_file() for f, p in linked.items())

@@ -241,13 +241,3 @@ def test_cli_rejects_bad_timeout_in_one_line():
     proc = run_cli("reservations", "--timeout", "-3", timeout=30)
     assert_one_line_error(proc, "natsdemo reservations: error: bad timeout")
     assert proc.returncode == 2
-
-
-@pytest.mark.slow
-def test_bench_timers_quick():
-    proc = run_cli("bench", "timers", "--quick", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    figures = ("RSS ratio scheduler / baseline", "start-up replay rate", "fire lateness p99", "@at fire lateness p99")
-    for figure in figures:
-        assert figure in proc.stdout
-    assert "n/a" not in proc.stdout  # every figure was measured
