@@ -138,9 +138,10 @@ def test_every_solution_is_linked_from_its_exercise_with_a_hint():
         for m in re.finditer(r"%load \.\./solutions/((\d\d)_(\d+)\.py)", exercises):
             assert m.group(2) == path.stem[:2], (path.name, m.group(1))
             linked[m.group(1)] = path
-        for item in re.split(r"\n(?=\d+\. )", exercises)[1:]:
-            if "%load" in item:
-                assert "<details><summary>Hint and solution</summary>" in item, (path.name, item[:80])
+        items = re.split(r"\n(?=\d+\. )", exercises)[1:]
+        assert items, f"{path.name} has no exercises"
+        for item in items:  # every exercise: a collapsed hint, and a solution the suite runs
+            assert "<details><summary>Hint and solution</summary>" in item and "%load" in item, (path.name, item[:80])
     files = {p.name for p in (ROOT / "solutions").glob("*.py")}
     assert files == set(linked), (sorted(files ^ set(linked)))
     assert all((p.parent / ".." / "solutions" / f).resolve().is_file() for f, p in linked.items())
