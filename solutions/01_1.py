@@ -11,7 +11,7 @@ from pathlib import Path
 
 from natsdemo.workbook.binary import config_path
 from natsdemo.workbook.labs.tls import MODES
-from natsdemo.workbook.tls_servers import TlsServer
+from natsdemo.workbook.tls_servers import TlsServer, areload
 
 for mode in MODES:
     out = await lab.attempt(mode, "nothing (system store)", "alice", "127.0.0.1", handshake_first=mode == "handshake_first")
@@ -32,12 +32,7 @@ try:
     text = conf.read_text()
     conf.write_text(re.sub(r"\n\s*# bob[^\n]*\n\s*\{ user: \"bob@natsdemo.test\".*?\n    \}\n", "\n", text, flags=re.S))
     assert "bob@" not in conf.read_text()
-    done = len(ex_srv.log_lines("Reloaded server configuration"))
-    ex_srv.reload()
-    for _ in range(100):
-        if len(ex_srv.log_lines("Reloaded server configuration")) > done:
-            break
-        await asyncio.sleep(0.05)
+    await areload(ex_srv)  # SIGHUP, then wait for the server to say it reloaded
     bob, alice = await attempt("bob"), await attempt("alice")
     print("after the reload: bob ->", bob.reason or bob.error, "| alice ->", "connected" if alice.ok else alice.error)
     assert not bob.ok and alice.ok

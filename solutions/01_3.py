@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from natsdemo.workbook.binary import config_path
-from natsdemo.workbook.tls_servers import TlsServer
+from natsdemo.workbook.tls_servers import TlsServer, areload
 
 folder = Path(tempfile.mkdtemp(prefix="nb01-ex3-"))
 for name in ("ca.pem", "server.pem", "server-key.pem"):
@@ -26,12 +26,7 @@ try:
       permissions: { publish: { deny: [">"] }, subscribe: { allow: ["orders.>", "_INBOX.>"] } }
     }
 """, 1))
-    done = len(ex_srv.log_lines("Reloaded server configuration"))
-    ex_srv.reload()
-    for _ in range(100):
-        if len(ex_srv.log_lines("Reloaded server configuration")) > done:
-            break
-        await asyncio.sleep(0.05)
+    await areload(ex_srv)  # SIGHUP, then wait for the server to say it reloaded
     refused = []
 
     async def on_error(exc):

@@ -14,27 +14,26 @@ Defined in notebooks/05_production.ipynb
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from natsdemo.core.errors import UsageError
 from natsdemo.tls import ensure_certs
 from natsdemo.workbook.binary import free_ports
 from natsdemo.workbook.monitor import amonitor_json, monitor_json
+from natsdemo.workbook.nodes import NodeGroup
 from natsdemo.workbook.tls_servers import TlsServer
 
 CONFIG = "cluster-tls.conf"
 
 
-@dataclass
-class LocalCluster:
+@dataclass(kw_only=True)
+class LocalCluster(NodeGroup):
     """``nodes`` nats-server processes (n1, n2, ...) routed to each other over mutual TLS.
 
     ``certs`` is the certificates folder (made or refreshed with :func:`natsdemo.tls.ensure_certs`);
@@ -46,11 +45,6 @@ class LocalCluster:
 
     nodes: int = 3
     certs: str | os.PathLike[str] = "certs"
-    store: str | os.PathLike[str] | None = None
-    ready_timeout: float = 30.0
-    replaces: LocalCluster | None = field(default=None, repr=False)
-    servers: dict[str, TlsServer] = field(default_factory=dict, init=False)
-    _tmp: object | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 2 <= self.nodes <= 9:  # one node has no routes, and nats-server refuses a JetStream cluster of one
@@ -82,11 +76,7 @@ class LocalCluster:
     # ------------------------------------------------------------------ lifecycle
     def _build(self) -> None:
         ensure_certs(self.certs)
-        if self.store is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="natsdemo-cluster-")
-            store = Path(self._tmp.name)  # type: ignore[attr-defined]
-        else:
-            store = Path(self.store).resolve()
+        store = self._store_root("natsdemo-cluster-")
         names = [f"n{i + 1}" for i in range(self.nodes)]
         route_ports = dict(zip(names, free_ports(len(names)), strict=True))
         for n in names:
@@ -102,43 +92,6 @@ class LocalCluster:
                 store_dir=store / n,
                 extra_args=args,
             )
-
-    def start(self) -> LocalCluster:
-        """Start every node and wait until JetStream has a meta leader."""
-        if self.replaces is not None:  # re-running a notebook cell: stop the previous cluster first
-            self.replaces.stop()
-            self.replaces = None
-        if not self.servers:
-            self._build()
-        try:
-            for srv in self.servers.values():
-                srv.start()
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def astart(self) -> LocalCluster:
-        """:meth:`start` without blocking the event loop (notebooks, widget handlers)."""
-        if self.replaces is not None:
-            await self.replaces.astop()
-            self.replaces = None
-        if not self.servers:
-            await asyncio.to_thread(self._build)  # certificates: CPU work
-        try:
-            for srv in self.servers.values():
-                await srv.astart()
-            await self.await_ready()
-        except BaseException:
-            await self.astop()
-            raise
-        return self
-
-    async def astop(self) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        await asyncio.gather(*(srv.astop() for srv in self.servers.values()))
-        self.stop()
 
     def wait_ready(self, timeout: float | None = None, need: int | None = None) -> str:
         """Block until the meta group has a leader and ``need`` nodes (all running ones) see a full mesh."""
@@ -157,17 +110,6 @@ class LocalCluster:
                 last = str(exc)
             time.sleep(0.1)
         raise TimeoutError(f"cluster not ready after {timeout or self.ready_timeout:.0f} s ({last})")
-
-    async def await_ready(self, timeout: float | None = None) -> str:
-        """:meth:`wait_ready` without blocking the event loop (for notebooks)."""
-        return await asyncio.to_thread(self.wait_ready, timeout)
-
-    def stop(self) -> None:
-        for srv in self.servers.values():
-            srv.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()  # type: ignore[attr-defined]
-            self._tmp = None
 
     def kill(self, node: str) -> None:
         """SIGKILL one node, keeping its store (a crash)."""
@@ -192,12 +134,6 @@ class LocalCluster:
         if node not in self.servers:
             raise UsageError(f"no node {node!r}; nodes are {', '.join(self.servers)}")
         return self.servers[node]
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ monitoring
     def _jsz(self, srv: TlsServer) -> dict:

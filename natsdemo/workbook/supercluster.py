@@ -19,11 +19,9 @@ Defined in notebooks/05_production.ipynb
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,14 +31,15 @@ from natsdemo.core.errors import UsageError
 from natsdemo.tls import ensure_certs
 from natsdemo.workbook.binary import free_ports
 from natsdemo.workbook.monitor import amonitor_json, monitor_json
+from natsdemo.workbook.nodes import NodeGroup
 from natsdemo.workbook.tls_servers import TlsServer
 
 CONFIG = "gateway-tls.conf"
 CLUSTER_NAMES = ("east", "west", "north", "south", "central")  # distinct first letters name the nodes
 
 
-@dataclass
-class Supercluster:
+@dataclass(kw_only=True)
+class Supercluster(NodeGroup):
     """``clusters`` clusters of ``nodes`` nats-server processes each, joined by TLS gateways.
 
     Nodes are named after their cluster: ``e1``, ``e2``... in ``east``, ``w1``... in ``west``.
@@ -59,12 +58,7 @@ class Supercluster:
     cluster_certs: dict[str, str | os.PathLike[str]] = field(default_factory=dict)
     seed_host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
-    store: str | os.PathLike[str] | None = None
-    ready_timeout: float = 30.0
-    replaces: Supercluster | None = field(default=None, repr=False)
-    servers: dict[str, TlsServer] = field(default_factory=dict, init=False)
     cluster_of: dict[str, str] = field(default_factory=dict, init=False)
-    _tmp: object | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 2 <= self.clusters <= len(CLUSTER_NAMES):
@@ -103,11 +97,7 @@ class Supercluster:
     # ------------------------------------------------------------------ lifecycle
     def _build(self) -> None:
         ensure_certs(self.certs)
-        if self.store is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="natsdemo-supercluster-")
-            store = Path(self._tmp.name)  # type: ignore[attr-defined]
-        else:
-            store = Path(self.store).resolve()
+        store = self._store_root("natsdemo-supercluster-")
         gateway_ports = free_ports(self.clusters * self.nodes)
         seed_url = f"tls://{self.seed_host}:{gateway_ports[0]}"
         for c, cluster in enumerate(self.names):
@@ -133,58 +123,6 @@ class Supercluster:
                     },
                     extra_args=["--cluster", f"nats://127.0.0.1:{route_ports[node]}", "--routes", routes],
                 )
-
-    def start(self, wait: bool = True) -> Supercluster:
-        """Start every node; with ``wait``, block until gateways and JetStream are ready."""
-        if self.replaces is not None:
-            self.replaces.stop()
-            self.replaces = None
-        if not self.servers:
-            self._build()
-        try:
-            for srv in self.servers.values():
-                srv.start()
-            if wait:
-                self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def astart(self, wait: bool = True) -> Supercluster:
-        """:meth:`start` without blocking the event loop (notebooks, widget handlers)."""
-        if self.replaces is not None:
-            await self.replaces.astop()
-            self.replaces = None
-        if not self.servers:
-            await asyncio.to_thread(self._build)  # certificates: CPU work
-        try:
-            for srv in self.servers.values():
-                await srv.astart()
-            if wait:
-                await self.await_ready()
-        except BaseException:
-            await self.astop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for srv in self.servers.values():
-            srv.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()  # type: ignore[attr-defined]
-            self._tmp = None
-
-    async def astop(self) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        await asyncio.gather(*(srv.astop() for srv in self.servers.values()))
-        self.stop()
-
-    def __enter__(self) -> Supercluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ readiness
     def links(self) -> dict[str, tuple[set[str], set[str]]]:
@@ -222,10 +160,6 @@ class Supercluster:
                 last = str(exc)
             time.sleep(0.1)
         raise TimeoutError(f"supercluster not ready after {limit:.0f} s ({last})")
-
-    async def await_ready(self, timeout: float | None = None) -> str:
-        """:meth:`wait_ready` without blocking the event loop."""
-        return await asyncio.to_thread(self.wait_ready, timeout)
 
     def log_lines(self, *needles: str) -> dict[str, list[str]]:
         """Per node, the log lines containing any of ``needles`` (why a gateway did not form)."""

@@ -79,6 +79,17 @@ async def rotate_server_cert(
     Defined in notebooks/01_tls_self_signed_ca.ipynb
     """
     new = write_server_cert(Path(server.cwd or "."), ca, days)
+    await areload(server, timeout)
+    return new
+
+
+async def areload(server: TlsServer, timeout: float = 5.0) -> None:
+    """Reload ``server``'s config and certificates (SIGHUP) and wait until it logs that it did.
+
+    Raises ``RuntimeError`` with the server's reason if it refused the new config.
+
+    Defined in notebooks/01_tls_self_signed_ca.ipynb
+    """
     done = len(server.log_lines("Reloaded server configuration"))
     server.reload()
     deadline = asyncio.get_running_loop().time() + timeout
@@ -89,4 +100,3 @@ async def rotate_server_cert(
         if asyncio.get_running_loop().time() > deadline:
             raise RuntimeError(f"the server did not reload in {timeout} s; see its log")
         await asyncio.sleep(0.05)
-    return new
