@@ -138,6 +138,15 @@ def browser():
             b.close()
 
 
+def _shutdown_kernels(base: str, token: str) -> None:
+    with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=10) as r:
+        kernels = json.load(r)
+    for k in kernels:
+        req = urllib.request.Request(f"{base}/api/kernels/{k['id']}?token={token}", method="DELETE")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=30).close()
+
+
 def _visible_errors(page) -> list[str]:
     texts = page.eval_on_selector_all(
         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
@@ -220,3 +229,4 @@ def test_notebook_in_browser(path: Path, jupyterlab, browser):
         assert not errors, f"{path.name} shows errors after the clicks: {errors}"
     finally:
         page.close()
+        _shutdown_kernels(base, token)  # a finished notebook's background work must not slow the next one

@@ -58,24 +58,13 @@ def notebooks() -> list[Path]:
     return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute(path: Path, env: dict[str, str], timeout: int = 300) -> nbformat.NotebookNode:
-    """Run ``path`` once in a fresh kernel (in the notebooks folder) and add the plots' pictures."""
-    nb = nbformat.read(path, as_version=4)
-    snap = nbformat.v4.new_code_cell(
-        "from natsdemo.workbook.widgets import site_snapshots as _s\nprint(_s())"
-    )
-    nb.cells.append(snap)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    saved = dict(os.environ)
-    os.environ.update({**env, SITE_ENV: "1"})  # the kernel inherits it
-    try:
-        client.execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    nb.cells.pop()
-    text = "".join(o.get("text", "") for o in snap.get("outputs", []) if o.get("name") == "stdout")
+SNAPSHOT = "from natsdemo.workbook.widgets import site_snapshots as _s\nprint(_s())"  # run last, in the kernel
+
+
+def attach(nb: nbformat.NotebookNode, snapshot: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Put the pictures printed by a :data:`SNAPSHOT` cell under the cells that showed each plot,
+    and turn widget outputs into a note; returns ``nb`` (changed in place)."""
+    text = "".join(o.get("text", "") for o in snapshot.get("outputs", []) if o.get("name") == "stdout")
     pictures = json.loads(text.strip().splitlines()[-1]) if text.strip() else []
     by_count: dict[int, list[str]] = {}
     for pic in pictures:
@@ -89,6 +78,24 @@ def execute(path: Path, env: dict[str, str], timeout: int = 300) -> nbformat.Not
         for png in by_count.get(cell.get("execution_count") or -1, []):
             cell.outputs.append(nbformat.v4.new_output("display_data", data={"image/png": png}))
     return nb
+
+
+def execute(path: Path, env: dict[str, str], timeout: int = 300) -> nbformat.NotebookNode:
+    """Run ``path`` once in a fresh kernel (in the notebooks folder) and add the plots' pictures."""
+    nb = nbformat.read(path, as_version=4)
+    snap = nbformat.v4.new_code_cell(SNAPSHOT)
+    nb.cells.append(snap)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    saved = dict(os.environ)
+    os.environ.update({**env, SITE_ENV: "1"})  # the kernel inherits it
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    nb.cells.pop()
+    return attach(nb, snap)
 
 
 def _index(names: list[str]) -> str:
