@@ -88,7 +88,7 @@ async def test_the_unguarded_redeem_lets_an_expired_coupon_be_redeemed(js):
     for name, guarded in (("RACE-BUGGY", False), ("RACE-GUARDED", True)):
         coupon = await coupons.issue(js, name, 1)
         assert (await coupons.last_event(js, name)).kind == coupons.ISSUED  # the check passes...
-        await asyncio.sleep(1.6)  # ...and the TTL runs out before the write
+        assert await until(lambda n=name: _kind(js, n, coupons.EXPIRED), 5)  # ...the TTL runs out first
         headers = {"Nats-Expected-Last-Subject-Sequence": str(coupon.seq)} if guarded else None
         try:
             await js.publish(coupons.subject(name), coupons.wire.redeemed_body(name, "r"), headers=headers)

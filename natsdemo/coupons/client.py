@@ -123,11 +123,16 @@ async def last_event(js: Any, cid: str) -> CouponEvent | None:
         msg = await js.get_msg(STREAM, subject=subject(cid))
     except nats.js.errors.NotFoundError:
         return None
-    ts_ns = int(msg.time.timestamp() * 1e6) * 1000 if msg.time else 0
+    ts_ns = _ts_ns(msg)
     try:
         return parse_event(msg.subject, msg.data or b"", msg.headers, msg.seq, ts_ns)
     except ValueError as exc:  # somebody wrote something else there: refuse, never guess
         raise CouponError(f"coupons.{cid} holds a message that is not a coupon event ({exc})") from None
+
+
+def _ts_ns(msg: Any) -> int:
+    """A stored message's stream timestamp in ns (the API reports microseconds)."""
+    return int(msg.time.timestamp() * 1e6) * 1000 if msg.time else 0
 
 
 def _refusal(cid: str, ev: CouponEvent | None, issuing: bool = False) -> CouponError:
@@ -181,8 +186,7 @@ async def issue(js: Any, cid: str, ttl: float, *, retry_for: float = 10.0) -> Co
             raise _refusal(cid, await last_event(js, cid), issuing=True) from None
         return Coupon(cid, mine.seq, ttl, mine.ts_ns)
     try:  # the stream's timestamp, so expires_ns is the server's deadline, not our clock's
-        stored = await js.get_msg(STREAM, seq)
-        ts_ns = int(stored.time.timestamp() * 1e6) * 1000
+        ts_ns = _ts_ns(await js.get_msg(STREAM, seq))
     except nats.js.errors.NotFoundError:  # already redeemed (replaced) or expired: approximate
         ts_ns = time.time_ns()
     return Coupon(cid, seq, ttl, ts_ns)

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,20 +158,7 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     cluster = LocalCluster(nodes=args.nodes, certs=args.certs, store=args.store)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    cluster.start()
-    try:
-        for name, srv in cluster.servers.items():
-            print(f"{name} tls://127.0.0.1:{srv.client_port} pid {srv.pid}", flush=True)
-        print(
-            f"cluster ready: export NATS_URL={cluster.url} NATS_CA={cluster.ca}; Ctrl-C stops all nodes",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    finally:
-        cluster.stop()
-    return 0
+    return cluster.run_in_foreground(
+        lambda: [f"{name} tls://127.0.0.1:{srv.client_port} pid {srv.pid}" for name, srv in cluster.servers.items()],
+        lambda: [f"cluster ready: export NATS_URL={cluster.url} NATS_CA={cluster.ca}; Ctrl-C stops all nodes"],
+    )

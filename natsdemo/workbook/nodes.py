@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +96,24 @@ class NodeGroup:
         """:meth:`stop` without blocking the event loop."""
         await asyncio.gather(*(srv.astop() for srv in self.servers.values()))
         self.stop()
+
+    def run_in_foreground(self, lines: Callable[[], Iterable[str]], notes: Callable[[], Iterable[str]]) -> int:
+        """The ``cluster``/``supercluster`` commands: start, print ``lines()`` on stdout and ``notes()``
+        on stderr once ready, then wait for SIGINT or SIGTERM and stop every node."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        try:
+            for line in lines():
+                print(line, flush=True)
+            for note in notes():
+                print(note, file=sys.stderr, flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+        return 0
 
     def __enter__(self) -> Any:
         return self.start()

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,24 +179,15 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     sc = Supercluster(clusters=args.clusters, nodes=args.nodes, certs=args.certs, store=args.store)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    sc.start()
-    try:
-        for node, srv in sc.servers.items():
-            print(f"{sc.cluster_of[node]} {node} tls://127.0.0.1:{srv.client_port} pid {srv.pid}", flush=True)
-        for node, srv in sc.servers.items():
-            print(f"{node} monitoring {srv.monitor_url}/gatewayz", file=sys.stderr, flush=True)
+
+    def notes() -> list[str]:
         first = sc.names[0]
-        print(
+        return [f"{node} monitoring {srv.monitor_url}/gatewayz" for node, srv in sc.servers.items()] + [
             f"supercluster ready: export NATS_URL={sc.url(first)} NATS_CA={sc.ca} (cluster {first}); "
-            "Ctrl-C stops all nodes",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sc.stop()
-    return 0
+            "Ctrl-C stops all nodes"
+        ]
+
+    return sc.run_in_foreground(
+        lambda: [f"{sc.cluster_of[n]} {n} tls://127.0.0.1:{s.client_port} pid {s.pid}" for n, s in sc.servers.items()],
+        notes,
+    )
