@@ -12,4 +12,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
 fi
-exec .venv/bin/python -m pytest "$@"
+# two workers (the machines have two cores, and most tests wait on servers and timers); the
+# notebook and site tests share one worker, the browser tests another (tests/conftest.py)
+exec .venv/bin/python -m pytest -n "${NATSDEMO_TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -38,6 +38,34 @@ def _our_children() -> list[psutil.Process]:
     return found
 
 
+# scripts/test.sh runs two pytest-xdist workers (--dist loadscope). One unit of work per test file,
+# except that the notebook and site tests share one, since the site is built from the notebooks the
+# notebook test executed; the two longest units (that one, then the browser test) start first.
+# (xdist's own --dist loadgroup silently stops grouping on pytest 9.2: pytest-xdist#1386.)
+FIRST = ("test_notebooks.py", "test_site.py", "test_browser.py")
+SHARED_UNIT = {"test_notebooks.py": "notebooks+site", "test_site.py": "notebooks+site"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: file order otherwise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 (xdist's own types)
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return SHARED_UNIT.get(Path(file).name, file)
+
+    config.option.loadscopereorder = False  # keep the order above
+    return ByFile(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_state(tmp_path_factory: pytest.TempPathFactory):
     """Give the suite its own server registry, and fail if anything it started outlives it."""

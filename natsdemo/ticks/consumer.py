@@ -44,22 +44,25 @@ class TickConsumer:
         if self._sub is not None:
             return
         await retrying("creating stream SCHEDULE", lambda: ensure_schedule_stream(self.js, replicas=self.replicas))
+        # creating the consumer is a JetStream API call too: right after a leader election (or
+        # with a node down) it can time out once, so it is retried like the stream
         if self.durable is None:
-            self._sub = await self.js.subscribe(
+            self._sub = await retrying(f"creating a consumer on {self.subject}", lambda: self.js.subscribe(
                 self.subject,
                 stream=SCHEDULE_STREAM,
                 ordered_consumer=True,
                 deliver_policy=api.DeliverPolicy.NEW,
-            )
+            ))
         else:
             config = api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.NEW,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=30,
             )
-            self._sub = await self.js.pull_subscribe(
-                self.subject, durable=self.durable, stream=SCHEDULE_STREAM, config=config
-            )
+            durable = self.durable
+            self._sub = await retrying(f"creating consumer {durable}", lambda: self.js.pull_subscribe(
+                self.subject, durable=durable, stream=SCHEDULE_STREAM, config=config
+            ))
 
     async def next(self, timeout: float) -> Tick:
         """The next tick, acknowledged on delivery (at most once for a durable consumer: a reader
