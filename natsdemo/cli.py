@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "certs": ("natsdemo.tls.cli", "make a CA, server and client certificates"),
     "tick": ("natsdemo.ticks.service", "publish cron ticks on schedule.<name>"),
     "drain": ("natsdemo.drain.service", "drain the work queue on every tick"),
-    "reservations": ("natsdemo.reservations.service", "run the reservation timeout service"),
+    "reservations": ("natsdemo.reservations.cli", "run the reservation timeout service"),
     "coupons": ("natsdemo.coupons.service", "issue, redeem and watch coupons that expire by per-message TTL"),
     "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
     "supercluster": ("natsdemo.workbook.supercluster", "run local clusters joined by mutual-TLS gateways"),
@@ -38,6 +38,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("natsdemo.workbook.admin", "pre-flight check for a workshop machine"),
     "reset": ("natsdemo.workbook.admin", "stop stray workbook servers and clear their state"),
 }
+# long-running services add -v/--quiet with their connection flags (natsdemo.core.service); every
+# other command gets them here: -v logs debug detail, --quiet keeps only results and problems
+SERVICES = frozenset({"tick", "drain", "reservations", "coupons"})
 WORKBOOK_EXTRA = "pip install 'natsdemo[workbook]' (or: pip install -r requirements.txt)"
 
 
@@ -71,7 +74,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             mod = _module(name)
             configure = getattr(mod, f"configure_{name}", None) or mod.configure_cli
             configure(p)
+            if name not in SERVICES:
+                _add_noise_flags(p)
     return parser
+
+
+def _add_noise_flags(parser: argparse.ArgumentParser) -> None:
+    noise = parser.add_argument_group("output").add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log debug detail as well")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="print results and problems only (no progress or notes)")
+    parser.set_defaults(configure_logging=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -88,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"natsdemo {command}: error: {exc}", file=sys.stderr)
         return 1
     args = parser.parse_args(argv)
+    if getattr(args, "configure_logging", False):  # services configure theirs when they start
+        from natsdemo.core.service import configure_logging
+
+        configure_logging(args)
     mod = _module(args.command)
     run = getattr(mod, f"run_{args.command}", None) or mod.run_cli
     try:

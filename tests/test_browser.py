@@ -66,6 +66,9 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory):
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        # certificates of their own: notebook 01 rotates the server's in place, and the notebook
+        # test may be running it at the same moment on the other pytest-xdist worker
+        "NATSDEMO_CERTS_DIR": str(home / "certs"),
     }
     log = open(ARTIFACTS / "jupyterlab.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(

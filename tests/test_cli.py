@@ -201,3 +201,40 @@ def test_a_service_with_no_server_to_reach_says_so_in_one_line():
     assert out.returncode == 1
     assert "within 2 s" in out.stderr or "cannot reach NATS" in out.stderr
     assert_one_line_error(out, "natsdemo reservations: error: cannot reach NATS", f"127.0.0.1:{free}")
+
+
+@pytest.mark.parametrize("command", sorted(__import__("natsdemo.cli", fromlist=["COMMANDS"]).COMMANDS))
+def test_every_command_takes_verbose_and_quiet(command: str):
+    args = [command, "issue", "--help"] if command == "coupons" else [command, "--help"]
+    out = run_cli(*args, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "-v, --verbose" in out.stdout and "-q, --quiet" in out.stdout, out.stdout
+    both = run_cli(*args[:-1], "-v", "--quiet", timeout=60)
+    assert_one_line_error(both, "not allowed with argument")
+
+
+def test_quiet_keeps_results_and_drops_notes(tmp_path: Path):
+    loud = run_cli("certs", "--out", str(tmp_path / "a"), timeout=60)
+    quiet = run_cli("certs", "--out", str(tmp_path / "b"), "--quiet", timeout=60)
+    assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
+    assert "ca.pem" in loud.stdout and quiet.stdout == "" and quiet.stderr == ""
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
+    doctor = run_cli("doctor", "--quiet", timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert not any(ln.startswith("PASS") for ln in doctor.stdout.splitlines()), doctor.stdout
+    assert doctor.stdout.splitlines()[-1] == "doctor: all checks passed"
+
+
+@pytest.mark.parametrize(("flag", "note", "debug"), [("", True, False), ("--quiet", False, False), ("-v", True, True)])
+def test_the_server_command_notes_follow_the_noise_flags(flag: str, note: bool, debug: bool):
+    proc, url, _ = _start_cli_server(*[f for f in (flag,) if f])
+    try:
+        assert url.startswith("nats://127.0.0.1:"), url
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        err = proc.stderr.read()
+        assert ("Ctrl-C stops it" in err) is note, err
+        assert ("its log:" in err) is debug, err
+    finally:
+        proc.kill()
+        proc.wait()

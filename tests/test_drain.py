@@ -346,3 +346,86 @@ async def test_a_dead_letter_whose_first_publish_fails_still_lands(nc):
         assert (await js.stream_info(names.stream)).state.messages == 0
     finally:
         await drainer.stop()
+
+
+async def test_concurrent_handlers_run_at_once_and_each_item_is_acked_once(nc):
+    js = nc.jetstream()
+    running = peak = 0
+    seen: list[bytes] = []
+
+    async def waits_on_io(msg):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        seen.append(msg.data)
+
+    settings = DrainSettings(batch=50, ack_wait=5, fetch_timeout=0.3)
+    d = await Drainer(js, "eod", waits_on_io, settings, listen_for_ticks=False, concurrency=8).start()
+    try:
+        await enqueue(js, "eod", 400)
+        report = await asyncio.wait_for(d.drain_once(), timeout=30)
+    finally:
+        await d.stop()
+    assert peak == 8, peak  # never more than asked for, and the slots were used
+    assert report.items == 400 and report.redeliveries == 0 and report.failures == 0
+    assert len(seen) == len(set(seen)) == 400
+    assert await settled(js, "eod")
+
+
+async def test_a_concurrent_worker_that_stops_finishes_what_it_holds_and_gives_back_the_rest(nc):
+    js = nc.jetstream()
+    finished: list[bytes] = []
+
+    async def slow(msg):
+        await asyncio.sleep(0.2)
+        finished.append(msg.data)
+
+    settings = DrainSettings(batch=100, ack_wait=60, fetch_timeout=0.3)
+    d = await Drainer(js, "eod", slow, settings, listen_for_ticks=False, concurrency=10).start()
+    await enqueue(js, "eod", 500)
+    d.request_drain()
+    await wait_for(lambda: len(finished) >= 20)
+    await d.stop()
+    first = len(finished)
+    assert d.metrics.items == first  # every item whose handler ran was acked, none is left running
+    d2 = await Drainer(js, "eod", lambda m: None, settings, listen_for_ticks=False).start()
+    try:  # the rest comes at once (nak'd), not after ack_wait (60 s)
+        report = await asyncio.wait_for(d2.drain_once(), timeout=10)
+    finally:
+        await d2.stop()
+    assert first + report.items == 500
+    assert await settled(js, "eod")
+
+
+def test_impossible_concurrency_settings_are_refused_before_connecting():
+    bad = [
+        (["--concurrency", "0"], "--concurrency must be between 1 and 1024"),
+        (["--concurrency", "64", "--max-ack-pending", "10"], "--max-ack-pending 10 is below --concurrency 64"),
+        (["--concurrency", "64", "--batch", "10"], "--batch 10 is below --concurrency 64"),
+        (["--concurrency", "4", "--ack-wait", "0.5"], "--ack-wait 0.5 is too short for --concurrency 4"),
+    ]
+    for args, fragment in bad:
+        proc = run_cli("drain", *args, "--server", "nats://127.0.0.1:1", timeout=20)
+        assert proc.returncode == 2, proc.stderr
+        assert_one_line_error(proc, "natsdemo drain: error:", fragment)
+
+
+async def test_concurrency_needs_an_async_handler(nc):
+    with pytest.raises(UsageError, match="needs an async handler"):
+        Drainer(nc.jetstream(), "eod", lambda m: None, concurrency=4)
+
+
+async def test_the_drain_command_with_concurrency_8_processes_every_item_once(nats_server, nc, tmp_path):
+    url, log = nats_server.url, tmp_path / "processed.log"
+    assert run_cli("drain", "--name", "conc", "--server", url, "--enqueue", "400", timeout=30).returncode == 0
+    proc = await asyncio.to_thread(
+        run_cli, "drain", "--name", "conc", "--server", url, "--once", "--worker", "w1", "--concurrency", "8",
+        "--work-ms", "20", "--batch", "100", "--processed-log", str(log), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "w1: drained 400 items" in proc.stdout, proc.stdout
+    seqs = [int(line.split()[1]) for line in log.read_text().splitlines()]
+    assert sorted(seqs) == list(range(1, 401))  # every item once: no loss, no duplicate
+    assert await settled(nc.jetstream(), "conc")

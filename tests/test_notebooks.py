@@ -109,7 +109,10 @@ def test_notebook_runs_twice_in_one_kernel_then_again_in_a_fresh_one(path: Path,
                                                                     executed_notebooks: Path):
     srv = NatsServer(name=f"test-nb-{path.stem[:2]}", store_dir=tmp_path / "store").start()
     try:
-        env = {"NATS_URL": srv.url, "NATS_MONITOR_URL": srv.monitor_url or ""}
+        # certificates of its own (notebook 01 rotates the server's in place; the browser test
+        # may run the same notebook at the same time on the other pytest-xdist worker)
+        env = {"NATS_URL": srv.url, "NATS_MONITOR_URL": srv.monitor_url or "",
+               "NATSDEMO_CERTS_DIR": str(tmp_path / "certs")}
         kept: list[nbformat.NotebookNode] = []
         first, second, *solved = execute(path, runs=2, env=env, extra=solutions(path), keep=kept)
         assert not first, "first run:\n" + "\n".join(first)

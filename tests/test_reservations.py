@@ -170,17 +170,20 @@ class RelativeTimers(TimeoutService):
             super().apply(ev)
 
 
-async def _fired_after_restart(js, service: type[TimeoutService], tag: str) -> tuple[float, TimeoutService]:
+async def _fired_after_restart(js, service: type[TimeoutService], tag: str,
+                               snapshots: bool = False) -> tuple[float, TimeoutService]:
     """Reserve with a 0.6 s timeout, stop the only instance, restart after 1 s: seconds from the
-    restart to the stored timeout (and the restarted service, still running)."""
-    first = service(js, name=f"{tag}-first")
+    restart to the stored timeout (and the restarted service, still running). Without
+    ``snapshots`` the restart replays the whole stream; with them it loads the first one's."""
+    every = 3600.0 if snapshots else None
+    first = service(js, name=f"{tag}-first", snapshot_every=every)
     await first.start()
     await R.reserve(js, f"{tag}-done", timeout=0.1)
     await wait_for(lambda: _last_type(js, f"{tag}-done", R.TIMED_OUT))
     await R.reserve(js, f"{tag}-open", timeout=0.6)
     await first.stop()  # the only instance goes away before the deadline
     await asyncio.sleep(1.0)
-    second = service(js, name=f"{tag}-second")
+    second = service(js, name=f"{tag}-second", snapshot_every=every)
     restarted = time.time()
     await second.start()
     await wait_for(lambda: _last_type(js, f"{tag}-open", R.TIMED_OUT))
@@ -196,6 +199,16 @@ async def test_restart_fires_overdue_timeouts_at_once_and_never_twice(nc):
         # fired as soon as the replay caught up, not a whole timeout (0.6 s) after the restart
         assert after_restart < 0.3, f"fired {after_restart:.2f} s after the restart"
         assert second.stats["replayed"] == 3 and second.stats["stored"] == 1 and second.stats["refused"] == 0
+    finally:
+        await second.stop()
+
+
+async def test_a_restart_from_a_snapshot_fires_overdue_timeouts_at_once_too(nc):
+    after_restart, second = await _fired_after_restart(nc.jetstream(), TimeoutService, "snap", snapshots=True)
+    try:
+        assert after_restart < 0.3, f"fired {after_restart:.2f} s after the restart"
+        assert second.snapshot_loaded is not None and len(second.snapshot_loaded.entries) == 1
+        assert second.stats["replayed"] == 0 and second.stats["stored"] == 1 and second.stats["refused"] == 0
     finally:
         await second.stop()
 

@@ -93,7 +93,7 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="log debug detail (connection events, retries)")
-    noise.add_argument("--quiet", action="store_true", help="log problems only, print no per-event lines")
+    noise.add_argument("-q", "--quiet", action="store_true", help="log problems only, print no per-event lines")
 
 
 def _replicas(value: str) -> int:

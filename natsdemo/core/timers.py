@@ -84,6 +84,10 @@ class Scheduler:
         """``key -> deadline`` of every pending timer (a copy)."""
         return {k: e[0] for k, e in self._live.items()}
 
+    def entries(self) -> list[tuple[float, Hashable, Any]]:
+        """``(deadline, key, token)`` of every pending timer (a copy, taken at once)."""
+        return list(self._live.values())
+
     async def run(self) -> None:
         """Sleep until the earliest deadline, fire everything due, repeat."""
         while True:
@@ -180,6 +184,9 @@ class TaskPerTimer:
 
     def pending(self) -> dict[Hashable, float]:
         return {}
+
+    def entries(self) -> list[tuple[float, Hashable, Any]]:
+        return []  # the baseline keeps no inspectable state (its services take no snapshots)
 
     def start(self) -> None:
         self._started.set()

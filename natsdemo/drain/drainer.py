@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -24,8 +25,10 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from natsdemo.core.errors import UsageError
 from natsdemo.core.streams import retrying
 from natsdemo.drain.acks import call, give_back, settle_failure
+from natsdemo.drain.batch import run_batch
 from natsdemo.drain.deadletter import dead_letter_exhausted, deliveries_of, max_deliveries_subject
 from natsdemo.drain.queue import DrainSettings, consumer_state, ensure_queue
 from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
@@ -63,11 +66,15 @@ class Drainer:
         tick_durable: str | None = None,
         on_drain: Callable[[DrainReport], Any] | None = None,
         replicas: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.js = js
         self.names = queue_names(name)
         self.handler = handler
-        self.settings = (settings or DrainSettings()).validate()
+        settings = settings or DrainSettings()
+        if concurrency is not None:
+            settings = dataclasses.replace(settings, concurrency=concurrency)
+        self.settings = settings.validate()
         self.worker = worker or f"{socket.gethostname()}-{os.getpid()}"
         self.listen_for_ticks = listen_for_ticks
         self.tick_durable = tick_durable
@@ -82,6 +89,11 @@ class Drainer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._max_deliver = self.settings.max_deliver
         self._is_async = inspect.iscoroutinefunction(handler)
+        if self.settings.concurrency > 1 and not self._is_async:
+            raise UsageError(
+                f"concurrency {self.settings.concurrency} needs an async handler (`async def`): a plain function "
+                "blocks the event loop, so its calls can only run one at a time"
+            )
         self._lock = asyncio.Lock()
         self._advisories: Any = None
 
@@ -251,44 +263,28 @@ class Drainer:
 
 
     async def _process(self, msgs: list[Msg], report: DrainReport, ahead: asyncio.Future[Any] | None) -> None:
-        s = self.settings
-        handler, is_async = self.handler, self._is_async
         batch = Counts(batches=1)  # added to the drain's report and the worker's metrics at the end
-        stamp = time.monotonic()
-        progress_every = s.ack_wait / 3
-        done = 0
         try:
-            for msg in msgs:
-                if self._stopping:
-                    break
-                n = deliveries_of(msg)
-                if n > 1:
-                    batch.redeliveries += 1
-                try:
-                    await call(handler, is_async, msg)
-                except Exception as exc:  # a failing item must not stop the drain
-                    batch.failures += 1
-                    if await settle_failure(self.js, msg, self.names, self.worker, n, self._max_deliver,
-                                            self.settings.nak_backoff(n), exc):
-                        batch.dead_lettered += 1
-                else:
-                    await msg.ack()
-                    batch.items += 1
-                done += 1
-                if time.monotonic() - stamp > progress_every:
-                    # a slow batch: tell the server the rest (and the prefetched batch) is being
-                    # worked on, so it is not redelivered to another worker meanwhile
-                    stamp = time.monotonic()
-                    waiting = list(msgs[done:])
-                    if ahead is not None and ahead.done() and not ahead.cancelled() and not ahead.exception():
-                        waiting += ahead.result()
-                    for rest in waiting:
-                        await rest.in_progress()
+            await run_batch(msgs, lambda msg: self._handle(msg, batch), concurrency=self.settings.concurrency,
+                            stopping=lambda: self._stopping, heartbeat=self.settings.ack_wait / 3, ahead=ahead)
         finally:
             report.count(batch)
             self.metrics.count(batch)
-            # stopping or cancelled: hand what we have not finished straight back to the others
-            await give_back(msgs[done:])
+
+    async def _handle(self, msg: Msg, batch: Counts) -> None:
+        n = deliveries_of(msg)
+        if n > 1:
+            batch.redeliveries += 1
+        try:
+            await call(self.handler, self._is_async, msg)
+        except Exception as exc:  # a failing item must not stop the drain
+            batch.failures += 1
+            if await settle_failure(self.js, msg, self.names, self.worker, n, self._max_deliver,
+                                    self.settings.nak_backoff(n), exc):
+                batch.dead_lettered += 1
+        else:
+            await msg.ack()
+            batch.items += 1
 
 
 __all__ = ["PREFETCH_BELOW", "Drainer", "Handler"]

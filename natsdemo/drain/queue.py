@@ -19,6 +19,8 @@ from natsdemo.core.errors import UsageError
 from natsdemo.core.streams import create_stream_if_missing, replicas_for
 from natsdemo.drain.wire import QueueNames, dead_stream_config, item_body, queue_names, work_stream_config
 
+MAX_CONCURRENCY = 1024  # handler calls at once in one worker
+
 
 @dataclass
 class DrainSettings:
@@ -40,6 +42,12 @@ class DrainSettings:
       timeout only matters when the queue is empty. The first fetch of a drain waits
       ``fetch_timeout``, every later one is a short probe, and "empty" is then confirmed with the
       consumer's own counters (nothing pending, nothing in flight), never assumed from a timeout.
+    * ``concurrency`` (1): handler calls one worker runs at once (an async handler that waits on
+      I/O: a database, an HTTP call). Each item is acked when its own handler returns, so items
+      finish out of order; at-least-once is unchanged (an item whose handler finished but whose ack
+      was lost comes back). It must fit in ``batch`` and in ``max_ack_pending``, and ``ack_wait``
+      must be at least 1 s: held items get an "in progress" every ``ack_wait``/3, and with many
+      handlers sharing one event loop a beat can be late by a good part of a second.
     * ``prefetch``: ask for the next batch while the handler runs on this one (two batches per
       worker may be out at once, which ``max_ack_pending`` must allow). Only while batches are
       quick (under :data:`natsdemo.drain.drainer.PREFETCH_BELOW` seconds): with a slow handler the round
@@ -58,6 +66,7 @@ class DrainSettings:
     fetch_timeout: float = 0.5
     probe_timeout: float = 0.1
     prefetch: bool = True
+    concurrency: int = 1
 
     def validate(self) -> DrainSettings:
         checks = [
@@ -68,6 +77,18 @@ class DrainSettings:
             (0 <= self.nak_delay <= 3600 and 0 <= self.max_nak_delay <= 3600, "--nak-delay must be 0..3600 seconds"),
             (0.01 <= self.fetch_timeout <= 60, "--fetch-timeout must be between 0.01 and 60 seconds"),
             (0.01 <= self.probe_timeout <= 60, "--probe-timeout must be between 0.01 and 60 seconds"),
+            (1 <= self.concurrency <= MAX_CONCURRENCY, f"--concurrency must be between 1 and {MAX_CONCURRENCY}"),
+            (self.max_ack_pending >= self.concurrency,
+             f"--max-ack-pending {self.max_ack_pending} is below --concurrency {self.concurrency}: the server "
+             f"never lets a worker hold more than {self.max_ack_pending} items, so at most that many handlers "
+             "could run"),
+            (self.batch >= self.concurrency,
+             f"--batch {self.batch} is below --concurrency {self.concurrency}: a worker runs the handlers of one "
+             f"batch at a time, so at most {self.batch} could run; raise --batch"),
+            (self.concurrency == 1 or self.ack_wait >= 1.0,
+             f"--ack-wait {self.ack_wait:g} is too short for --concurrency {self.concurrency}: held items are "
+             "marked in progress every ack_wait/3, and with concurrent handlers a beat can be late by most of a "
+             "second (a redelivery while the item is still being worked on); use at least 1 s"),
         ]
         for ok, message in checks:
             if not ok:

@@ -79,6 +79,9 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack-wait", type=float, default=d.ack_wait, help=f"seconds (default {d.ack_wait:g})")
     parser.add_argument("--max-deliver", type=int, default=d.max_deliver, help=f"default {d.max_deliver}")
     parser.add_argument("--max-ack-pending", type=int, default=d.max_ack_pending, help=f"default {d.max_ack_pending}")
+    parser.add_argument("--concurrency", type=int, default=d.concurrency, metavar="N",
+                        help=f"handler calls at once in this worker (default {d.concurrency}; at most --batch "
+                             "and --max-ack-pending)")
     parser.add_argument("--nak-delay", type=float, default=d.nak_delay, help="first retry delay in s, doubled per try")
     parser.add_argument("--fetch-timeout", type=float, default=d.fetch_timeout, help=argparse.SUPPRESS)
     parser.add_argument("--probe-timeout", type=float, default=d.probe_timeout, help=argparse.SUPPRESS)
@@ -120,6 +123,7 @@ def _settings_from_args(args: argparse.Namespace) -> DrainSettings:
         max_nak_delay=max(args.nak_delay, min(30.0, args.nak_delay * 16)),
         fetch_timeout=args.fetch_timeout,
         probe_timeout=args.probe_timeout,
+        concurrency=args.concurrency,
     ).validate()
 
 
@@ -151,7 +155,7 @@ async def _serve(svc: Service) -> int:
         return 0
     svc.ready(
         f"draining {names.subjects} with consumer {names.durable} on every tick of {names.tick_subject} "
-        f"(worker {worker}, batch {settings.batch})"
+        f"(worker {worker}, batch {settings.batch}, concurrency {settings.concurrency})"
     )
     await svc.stop.wait()
     await drainer.stop()

@@ -1,8 +1,10 @@
-"""The client-side reservation timeout service: ``python -m natsdemo reservations``.
+"""The client-side reservation timeout service (its command: :mod:`natsdemo.reservations.cli`).
 
 One :class:`~natsdemo.core.timers.Scheduler` holds every pending timer with its absolute deadline (the
-stream timestamp of ``tickets-reserved`` plus its timeout). On start the service replays the stream,
-so a crashed or restarted instance loses no timer and fires overdue ones at once; any number of
+stream timestamp of ``tickets-reserved`` plus its timeout). On start the service loads the newest
+snapshot of the pending set (:mod:`natsdemo.reservations.snapshot`) and replays the events after it
+(or, with none, the whole stream), so a crashed or restarted instance loses no timer, fires overdue
+ones at once, and starts in time bounded by the live work rather than the history; any number of
 instances store exactly one timeout per reservation, because every timeout is published with
 ``Nats-Msg-Id`` and ``Nats-Expected-Last-Subject-Sequence``. The wire contract is
 :mod:`natsdemo.reservations.wire`; connecting, logging, signals and shutdown are
@@ -13,27 +15,25 @@ Defined in notebooks/04_reservation_timeouts.ipynb
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.js import api
 
 from natsdemo.core.errors import Unavailable
 from natsdemo.core.names import check_token
 from natsdemo.core.publish import backoff, publish_acked
 from natsdemo.core.servertime import ServerClock
-from natsdemo.core.service import Service, add_service_arguments, run_service
 from natsdemo.core.streams import retrying
 from natsdemo.core.timers import Scheduler
+from natsdemo.reservations import snapshot as snapshots
 from natsdemo.reservations.client import ensure_stream
 from natsdemo.reservations.wire import (
     DEFAULT_TIMEOUT,
@@ -83,6 +83,9 @@ class TimeoutService:
         replicas: int | None = None,
         clock: Callable[[], float] = time.time,
         server_grace: float = SERVER_GRACE,
+        snapshot_every: float | None = snapshots.SNAPSHOT_EVERY,
+        snapshot_events: int = snapshots.SNAPSHOT_EVENTS,
+        snapshot_chunk: int = snapshots.CHUNK_ENTRIES,
     ) -> None:
         self.js = js
         self.default_timeout = check_timeout(default_timeout)
@@ -102,17 +105,40 @@ class TimeoutService:
         self._retry_deadline: dict[str, float] = {}
         self._attempts: dict[str, int] = {}  # failed tries per pending timeout
         self._prober: asyncio.Task[None] | None = None
+        # snapshots (natsdemo.reservations.snapshot): None turns them off (every start replays it all)
+        self.snapshot_every = snapshot_every
+        self.snapshots = snapshots.Snapshotter(
+            js, self.name, lambda: self._applied, lambda: (self._applied, self.pending_entries()),
+            every=snapshot_every or snapshots.SNAPSHOT_EVERY, events=snapshot_events, chunk=snapshot_chunk,
+            timeout=publish_timeout,
+        )
+        self._applied = 0  # stream seq of the last event applied: what a snapshot taken now covers
+        self._firing: dict[str, tuple[int, float]] = {}  # fired, not yet decided in the stream
 
     async def start(self, wait: bool = True) -> None:
-        """Ensure the stream, start replaying, and (by default) wait until the replay caught up."""
-        await retrying(
+        """Ensure the streams, load the newest snapshot, replay the events after it, and (by
+        default) wait until the replay caught up."""
+        info = await retrying(
             "creating stream RESERVATIONS", lambda: ensure_stream(self.js, replicas=self.replicas)
         )  # cluster may be electing
         self._t0 = time.perf_counter()
+        start_at = 1
+        if self.snapshot_every is not None and (snap := await self.snapshots.load(self.replicas)) is not None:
+            for rid, seq, deadline in snap.entries:
+                self.timers.add(rid, deadline, seq)
+            self._applied = snap.covers
+            start_at = snap.covers + 1
+        log.info("%s: %s; replaying from seq %d", self.name, "no snapshot" if start_at == 1 else
+                 f"loaded a snapshot of {len(self.timers)} pending reservations", start_at)
+        policy = {"deliver_policy": api.DeliverPolicy.ALL} if start_at == 1 else {
+            "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+            "config": api.ConsumerConfig(opt_start_seq=start_at),
+        }
         self._sub = await retrying(
             "subscribing to the reservation events",
             lambda: self.js.subscribe(
-                f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1
+                f"{EVENTS}.>", stream=STREAM, ordered_consumer=True, cb=self._on_msg, pending_msgs_limit=-1,
+                **policy,
             ),
         )
         info = await retrying("reading the replay position", self._sub.consumer_info)
@@ -128,6 +154,27 @@ class TimeoutService:
             self.replay_seconds = time.perf_counter() - self._t0
             self.caught_up.set()
             self.timers.start()
+            if self.snapshot_every is not None:
+                self.snapshots.start()
+
+    # ------------------------------------------------------------------ snapshots
+    def pending_entries(self) -> list[snapshots.Entry]:
+        """Every reservation undecided by the events applied so far, with its reserved seq and
+        deadline: the pending timers plus those fired whose outcome is not in the stream yet.
+        Synchronous, so it matches what was applied exactly."""
+        entries = {rid: (rid, seq, deadline) for deadline, rid, seq in self.timers.entries()}
+        for rid, (seq, deadline) in self._firing.items():
+            entries[rid] = (rid, seq, deadline)  # its first deadline, not a retry's
+        return list(entries.values())
+
+    @property
+    def snapshot_loaded(self) -> snapshots.Snapshot | None:
+        """The snapshot this service started from (None: it replayed the whole stream)."""
+        return self.snapshots.loaded
+
+    async def snapshot(self) -> bool:
+        """Write a snapshot of what is pending now; True if it was stored (and is the newest)."""
+        return await self.snapshots.write_now()
 
     async def _probe(self) -> None:
         try:
@@ -145,7 +192,8 @@ class TimeoutService:
             await self._probe()
 
     async def stop(self) -> None:
-        """Stop consuming and firing; timeouts already being published finish (bounded)."""
+        """Stop consuming and firing; timeouts already being published finish (bounded); then a
+        last snapshot, so the next start replays little."""
         if self._prober is not None:
             self._prober.cancel()
             self._prober = None
@@ -154,6 +202,7 @@ class TimeoutService:
                 await self._sub.unsubscribe()
             self._sub = None
         await self.timers.stop()
+        await self.snapshots.stop(final=self.snapshot_every is not None)
 
     async def _on_msg(self, msg: Any) -> None:
         seq, ts_ns, pending = js_meta(msg.reply)
@@ -163,6 +212,7 @@ class TimeoutService:
         except ValueError as exc:
             self.stats["skipped"] += 1
             log.warning("%s: skipping seq %d on %s: %s", self.name, seq, msg.subject, exc)
+        self._applied = seq
         if not self.caught_up.is_set():
             self.stats["replayed"] += 1
             if pending == 0:
@@ -177,11 +227,14 @@ class TimeoutService:
                 # the event and its schedule (the guard refuses it if the server's timeout landed)
                 deadline += self.server_grace
             self.timers.add(ev.id, deadline, ev.seq)
+            self._firing.pop(ev.id, None)
         else:
             self.timers.cancel(ev.id)
+            self._firing.pop(ev.id, None)
 
     async def _fire(self, rid: str, seq: int, deadline: float) -> None:
         deadline = self._retry_deadline.pop(rid, deadline)
+        self._firing[rid] = (seq, deadline)  # pending until its outcome is applied from the stream
         late = self.clock.now() - deadline
         self.lateness.append(late)
         try:  # rides out a leader election; msg id and guard make every retry safe
@@ -204,7 +257,8 @@ class TimeoutService:
             self._retry_deadline[rid] = deadline
             log.warning("%s: timeout %s not published (%s); try %d again in %.1f s", self.name, rid,
                         type(exc).__name__, attempt + 1, wait)
-            self.timers.add(rid, self.clock.now() + wait, seq)
+            if rid in self._firing:  # not decided meanwhile
+                self.timers.add(rid, self.clock.now() + wait, seq)
             return
         self._attempts.pop(rid, None)
         if ack.duplicate:
@@ -220,45 +274,3 @@ class TimeoutService:
             f"{s['stored']} timeouts stored, {s['refused'] + s['duplicate']} already decided, "
             f"{s['skipped']} bad events skipped, {len(self.timers)} pending"
         )
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def configure_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        default=str(DEFAULT_TIMEOUT),
-        help="seconds, for tickets-reserved events that carry no timeout (default 600)",
-    )
-    parser.add_argument("--name", default=None, help="instance name in logs and timeout events (default: host-pid)")
-    add_service_arguments(parser)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    args.timeout = check_timeout(args.timeout)  # before connecting
-    if args.name is None:
-        args.name = f"{socket.gethostname()}-{os.getpid()}"
-    check_token(args.name, "--name", 64, "--name i1")
-    return run_service(args, f"reservations-{args.name}", _serve)
-
-
-async def _serve(svc: Service) -> int:
-    name, timeout = svc.args.name, svc.args.timeout
-    service = TimeoutService(svc.js, default_timeout=timeout, name=name, replicas=svc.args.replicas)
-    try:
-        starting = asyncio.ensure_future(service.start())
-        stopping = asyncio.ensure_future(svc.stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            starting.result()  # raises if the start failed
-            svc.ready(
-                f"reservations: {name} watching {EVENTS}.> in stream {STREAM}: replayed "
-                f"{service.stats['replayed']} events, {len(service.timers)} pending (default timeout {timeout:g} s)"
-            )
-        await stopping
-        starting.cancel()
-    finally:
-        # bounded: a service whose server is gone must still exit on SIGTERM
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(service.stop(), 5)
-    svc.say(f"reservations: {name} stopped ({service.summary()})")
-    return 0

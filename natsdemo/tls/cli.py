@@ -43,6 +43,8 @@ def run_cli(args: argparse.Namespace) -> int:
             raise UsageError(f"--host takes a bare host name or IP address (got {h!r})")
     actions = ensure_certs(args.out, days=args.days, force=args.force, users=users, hosts=args.host)
     out = Path(args.out)
+    if getattr(args, "quiet", False):
+        return 0
     for stem, action in actions.items():
         d = describe(out / f"{stem}.pem")
         print(f"{action:8} {out / stem}.pem  ({d['SANs'] if stem != CA else d['subject']}; until {d['not after']})")

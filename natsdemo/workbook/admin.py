@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata as md
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ from natsdemo.core.errors import UsageError
 from natsdemo.workbook.binary import CONFIG_DIR, check_config, nats_server_binary, server_version
 from natsdemo.workbook.registry import registered_servers, reset, state_dir
 from natsdemo.workbook.server import NatsServer
+
+log = logging.getLogger("natsdemo.workbook")
 
 
 # ===================================================================== server
@@ -48,12 +51,9 @@ def run_server(args: argparse.Namespace) -> int:
     srv.start()
     try:
         print(srv.url, flush=True)
-        print(
-            f"nats-server {server_version()} pid {srv.pid}, JetStream store "
-            f"{args.store or 'temporary'}, monitoring {srv.monitor_url}; Ctrl-C stops it",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.info("nats-server %s pid %s, JetStream store %s, monitoring %s; Ctrl-C stops it",
+                 server_version(), srv.pid, args.store or "temporary", srv.monitor_url)
+        log.debug("its log: %s", srv.log_path)
         while not stop.wait(0.2):
             if not srv.running():
                 print("natsdemo server: error: nats-server exited unexpectedly", file=sys.stderr)
@@ -72,6 +72,8 @@ def configure_reset(parser: argparse.ArgumentParser) -> None:
 
 def run_reset(args: argparse.Namespace) -> int:
     stopped = reset(keep_owned_by_live=args.keep_live)
+    if getattr(args, "quiet", False):
+        return 0
     print(
         f"stopped {len(stopped)} workbook server(s){': ' + ', '.join(map(str, stopped)) if stopped else ''}; "
         f"cleared server stores and service logs in {state_dir()}"
@@ -81,13 +83,15 @@ def run_reset(args: argparse.Namespace) -> int:
 
 # ===================================================================== doctor
 class _Checks:
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.failed = 0
+        self.quiet = quiet  # print only FAIL and WARN lines
 
     def line(self, ok: bool | None, what: str, detail: str) -> None:
         tag = {True: "PASS", False: "FAIL", None: "WARN"}[ok]
         self.failed += ok is False
-        print(f"{tag}  {what:<22} {detail}", flush=True)
+        if ok is not True or not self.quiet:
+            print(f"{tag}  {what:<22} {detail}", flush=True)
 
 
 def _version(pkg: str) -> str | None:
@@ -134,7 +138,7 @@ def configure_doctor(parser: argparse.ArgumentParser) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    c = _Checks()
+    c = _Checks(quiet=getattr(args, "quiet", False))
     py = sys.version.split()[0]
     c.line(sys.version_info >= (3, 11), "python", f"{py} at {sys.executable} (3.11+ needed)")
     try:
@@ -154,6 +158,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         if needs_certs:
             continue  # TLS configs are validated by the tests, after certificates are generated
         ok, out = check_config(conf)
+        log.debug("nats-server -t %s: %s", conf.name, "valid" if ok else out)
         if not ok:
             bad.append(f"{conf.name}: {out.splitlines()[-1] if out else '?'}")
     c.line(not bad, "config files", "; ".join(bad) or "all plain configs valid (nats-server -t)")

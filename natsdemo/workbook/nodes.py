@@ -11,9 +11,9 @@ Not taught on its own: the base of LocalCluster and Supercluster, which notebook
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from natsdemo.workbook.tls_servers import TlsServer
+
+log = logging.getLogger("natsdemo.workbook")
 
 
 @dataclass(kw_only=True)
@@ -108,7 +110,7 @@ class NodeGroup:
             for line in lines():
                 print(line, flush=True)
             for note in notes():
-                print(note, file=sys.stderr, flush=True)
+                log.info("%s", note)
             while not stop.wait(0.5):
                 pass
         finally:

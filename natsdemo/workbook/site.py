@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from nbclient import NotebookClient
 
 from natsdemo.workbook.server import NatsServer
 from natsdemo.workbook.widgets import SITE_ENV
+
+log = logging.getLogger("natsdemo.site")
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -115,10 +118,15 @@ def build(out: Path, executed: Path | None = None) -> Path:
         env = {"NATS_URL": srv.url, "NATS_MONITOR_URL": srv.monitor_url or ""}
         for path in notebooks():
             ready = executed / path.name if executed else None
-            nb = nbformat.read(ready, as_version=4) if ready and ready.exists() else execute(path, env)
+            if ready and ready.exists():
+                nb = nbformat.read(ready, as_version=4)
+                log.info("%s: executed already", path.name)
+            else:
+                log.info("executing %s", path.name)
+                nb = execute(path, env)
             nbformat.write(nb, src / path.name)
             names.append(path.stem)
-            print(f"executed {path.name}", file=sys.stderr, flush=True)
+    log.info("building the pages with Sphinx and myst-nb")
     (src / "conf.py").write_text(CONF.format(banner=BANNER))
     (src / "index.md").write_text(_index(names))
     html = out / "html"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import shutil
 import ssl
 from dataclasses import dataclass, field
@@ -47,11 +48,18 @@ CLIENTS: dict[str, str | None] = {
 HOSTS = ["127.0.0.1", "localhost", "nats.example.test (not in SAN)"]
 
 
+CERTS_ENV = "NATSDEMO_CERTS_DIR"
+
+
 def workbook_certs_dir() -> Path:
-    """``certs/`` at the top of the repository (git-ignored); ``~/.cache/natsdemo/certs`` elsewhere.
+    """``$NATSDEMO_CERTS_DIR`` if set; else ``certs/`` at the top of the repository (git-ignored);
+    else ``~/.cache/natsdemo/certs``. (The test suite gives each notebook run a folder of its own,
+    since notebook 01 rotates the server certificate in place.)
 
     Defined in notebooks/01_tls_self_signed_ca.ipynb
     """
+    if os.environ.get(CERTS_ENV):
+        return Path(os.environ[CERTS_ENV])
     repo = Path(__file__).resolve().parents[3] / "certs"  # natsdemo/workbook/labs/tls.py -> the repository
     if repo.is_dir():
         return repo
