@@ -110,6 +110,16 @@ def test_reservation_contract():
     assert f"`Nats-Msg-Id: {headers['Nats-Msg-Id']}`" in timeout
     assert "`Nats-Expected-Last-Subject-Sequence: <reservation seq>`" in timeout
     assert f"`Nats-Schedule-Target: {r.subject('<id>')}`" in _row(section, "server-side timer")
+    from natsdemo.reservations import snapshot as snap
+    assert _row(section, "snapshots").startswith(f"`{snap.SNAPSHOT_STREAM}` on `{snap.SNAPSHOTS}.>`")
+    assert snap.snapshot_stream_config().subjects == [f"{snap.SNAPSHOTS}.>"]
+    chunk = _row(section, "snapshot chunk")
+    assert _fields(chunk) == _keys(snap.chunk_body(0, [("x", 1, 2.0)]))
+    assert f'"type": "{snap.CHUNK_TYPE}"' in chunk and f"at most {snap.CHUNK_ENTRIES:,} per message" in chunk
+    assert f"`{snap.chunk_subject('writer', 7).rsplit('.', 2)[0]}.<writer>.<S>`" in chunk
+    head = _row(section, "snapshot head")
+    assert _fields(head) == _keys(snap.head_body(covers=1, stream_created="", chunks=0, entries=0, subject="", by=""))
+    assert f'"type": "{snap.HEAD_TYPE}"' in head and f"`{snap.HEAD}`" in head
 
 
 @pytest.mark.parametrize("broken", ['{"type": "tickets-reserved", "id", "timeout"}'])

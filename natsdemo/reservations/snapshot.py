@@ -63,6 +63,17 @@ def chunk_subject(writer: str, covers: int) -> str:
     return f"{SNAPSHOTS}.chunk.{check_token(writer, 'writer', 64)}.{covers}"
 
 
+def chunk_body(index: int, entries: list[Entry]) -> bytes:
+    """``{"type": "reservation-snapshot-chunk", "index", "entries"}``, compact JSON."""
+    return json.dumps({"type": CHUNK_TYPE, "index": index, "entries": entries}, separators=(",", ":")).encode()
+
+
+def head_body(*, covers: int, stream_created: str, chunks: int, entries: int, subject: str, by: str) -> bytes:
+    """``{"type": "reservation-snapshot", "covers", "stream_created", "chunks", "entries", "subject", "by"}``."""
+    return json.dumps({"type": HEAD_TYPE, "covers": covers, "stream_created": stream_created, "chunks": chunks,
+                       "entries": entries, "subject": subject, "by": by}).encode()
+
+
 def snapshot_stream_config(replicas: int = 1) -> api.StreamConfig:
     """``RESERVATION_SNAPSHOTS``: file storage; old snapshots are purged by the writer of a newer one."""
     return api.StreamConfig(
@@ -163,15 +174,14 @@ async def write(
     first = None
     chunks = -(-len(entries) // chunk)
     for index in range(chunks):
-        part = entries[index * chunk:(index + 1) * chunk]
-        body = json.dumps({"type": CHUNK_TYPE, "index": index, "entries": part}, separators=(",", ":")).encode()
+        body = chunk_body(index, entries[index * chunk:(index + 1) * chunk])
         ack = await publish_acked(js, subject, body, stream=SNAPSHOT_STREAM, timeout=timeout, retry_for=timeout)
         first = ack.seq if first is None else first
         await asyncio.sleep(0)  # a large snapshot does not hold the timers up
-    head = {"type": HEAD_TYPE, "covers": covers, "stream_created": stream_created, "chunks": chunks,
-            "entries": len(entries), "subject": subject, "by": writer}
+    head = head_body(covers=covers, stream_created=stream_created, chunks=chunks, entries=len(entries),
+                     subject=subject, by=writer)
     try:
-        ack = await publish_acked(js, HEAD, json.dumps(head).encode(), stream=SNAPSHOT_STREAM, timeout=timeout,
+        ack = await publish_acked(js, HEAD, head, stream=SNAPSHOT_STREAM, timeout=timeout,
                                   retry_for=timeout, headers={"Nats-Expected-Last-Subject-Sequence": str(seen)})
     except nats.js.errors.BadRequestError as exc:
         if not refused_by_guard(exc):
@@ -259,5 +269,6 @@ class Snapshotter:
 
 __all__ = [
     "CHUNK_ENTRIES", "HEAD", "SNAPSHOTS", "SNAPSHOT_EVENTS", "SNAPSHOT_EVERY", "SNAPSHOT_STREAM", "Snapshot",
-    "Snapshotter", "chunk_subject", "ensure_snapshot_stream", "load", "snapshot_stream_config", "write",
+    "Snapshotter", "chunk_body", "chunk_subject", "ensure_snapshot_stream", "head_body", "load",
+    "snapshot_stream_config", "write",
 ]

@@ -71,6 +71,7 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help=f"one of: {', '.join(available())}")
     parser.add_argument("--runs", type=int, default=5, help="repetitions for medians (default 5)")
     parser.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
+    parser.add_argument("--part", default=None, help="only one part of a benchmark (timers: startup)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this JSON file")
 
 

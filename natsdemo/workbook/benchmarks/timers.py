@@ -8,7 +8,11 @@
   spread at a fixed rate; lateness = stream timestamp of the timeout - (stream timestamp of the
   reservation + its timeout), so it includes the publish round trip;
 * server-side: P pending ``@at`` schedules (server RSS growth), then K schedules spread at the same
-  rate; lateness = stream timestamp of the produced timeout - its ``@at`` time.
+  rate; lateness = stream timestamp of the produced timeout - its ``@at`` time;
+* start-up: seconds from starting a ``reservations`` process to its ready line, with P pending
+  reservations and no history, and with the same P pending after H finished ones (reserved, then
+  purchased or timed out) that a running service saw and snapshotted; and, for contrast, the same
+  history with snapshots off (``--snapshot-every 0``: a replay of everything).
 
 Defined in notebooks/04_reservation_timeouts.ipynb
 """
@@ -30,23 +34,8 @@ import psutil
 from natsdemo import reservations as R
 from natsdemo.reservations.service import TimeoutService
 from natsdemo.workbook.bench import Figure, percentile
+from natsdemo.workbook.benchmarks._startup import _preload, _startup_figures
 from natsdemo.workbook.server import NatsServer
-
-
-async def _preload(nc: Any, js: Any, n: int, prefix: str, timeout: float) -> None:
-    """Core-publish n tickets-reserved events (the fastest way in), then wait until all are stored."""
-    before = (await js.stream_info(R.STREAM)).state.messages
-    for i in range(n):
-        rid = f"{prefix}{i:07d}"
-        await nc.publish(R.subject(rid), R.reserved_body(rid, timeout, server_side=False, request="bench"))
-        if i % 5000 == 4999:
-            await nc.flush()
-    await nc.flush()
-    deadline = time.monotonic() + 60 + n / 2000  # the server stores them at its own pace
-    while (await js.stream_info(R.STREAM)).state.messages < before + n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server did not store every preloaded event")
-        await asyncio.sleep(0.05)
 
 
 def _child(kind: str, url: str) -> dict[str, float]:
@@ -206,7 +195,9 @@ async def _run(opts: argparse.Namespace) -> list[Figure]:
 
 
 def run(opts: argparse.Namespace) -> list[Figure]:
-    return asyncio.run(_run(opts))
+    if getattr(opts, "part", None) == "startup":
+        return _startup_figures(opts)
+    return asyncio.run(_run(opts)) + _startup_figures(opts)
 
 
 if __name__ == "__main__":  # a measurement child: python -m natsdemo.workbook.benchmarks.timers KIND URL
