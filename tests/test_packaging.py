@@ -65,6 +65,19 @@ def test_binder_reuses_the_requirements_and_the_editable_install():
     assert (ROOT / "jupyter" / "overrides.json").is_file()
 
 
+def test_the_badges_point_at_the_repository_and_at_files_that_exist():
+    repo = PYPROJECT["project"]["urls"]["Repository"]
+    owner_name = repo.removeprefix("https://github.com/")
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", owner_name), repo
+    readme = (ROOT / "README.md").read_text()
+    binder = re.search(r"\(https://mybinder\.org/v2/gh/([^/]+/[^/]+)/HEAD\?urlpath=lab/tree/([^)]+)\)", readme)
+    assert binder and binder.group(1) == owner_name, "Binder badge"
+    assert (ROOT / binder.group(2)).is_file(), binder.group(2)  # the notebook it opens
+    dev = re.search(r"cloneInVolume\?url=(https://github\.com/[^)\s]+)\)", readme)
+    assert dev and dev.group(1) == repo, "dev container badge"
+    assert PYPROJECT["project"]["urls"]["Issues"] == f"{repo}/issues"
+
+
 def test_the_shipped_settings_turn_the_news_pop_up_off():
     overrides = json.loads((ROOT / "jupyter" / "overrides.json").read_text())
     settings = overrides["@jupyterlab/apputils-extension:notification"]

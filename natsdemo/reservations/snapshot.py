@@ -219,7 +219,8 @@ class Snapshotter:
         await retrying(f"creating stream {SNAPSHOT_STREAM}", lambda: ensure_snapshot_stream(self.js, replicas))
         info = await retrying("reading stream RESERVATIONS", lambda: self.js.stream_info("RESERVATIONS"))
         self.stream_created = str(info.created)
-        self.loaded = await load(self.js, info)
+        # a snapshot stream just created on a cluster may still be electing its leader
+        self.loaded = await retrying("reading the newest snapshot", lambda: load(self.js, info))
         if self.loaded is not None:
             self.at = self.loaded.covers
         return self.loaded
