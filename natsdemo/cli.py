@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coupons": ("natsdemo.coupons.service", "issue, redeem and watch coupons that expire by per-message TTL"),
     "cluster": ("natsdemo.workbook.cluster", "run a local 3-node JetStream cluster with mutual-TLS routes"),
     "supercluster": ("natsdemo.workbook.supercluster", "run local clusters joined by mutual-TLS gateways"),
+    "workshop": ("natsdemo.workbook.workshop", "one server for a room: an account per seat, seat files, status"),
     "site": ("natsdemo.workbook.site", "run every notebook and build the static website of the workbook"),
     "bench": ("natsdemo.workbook.bench", "run a benchmark and print its figures"),
     "doctor": ("natsdemo.workbook.admin", "pre-flight check for a workshop machine"),

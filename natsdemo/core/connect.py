@@ -153,7 +153,8 @@ async def connect(
     """Connect with production defaults. ``servers`` may be a comma-separated string or a list.
 
     With no ``servers``, ``NATS_URL`` is used; with no TLS arguments, ``NATS_CA``/``NATS_CERT``/
-    ``NATS_KEY`` are. The first connection is bounded by ``first_connect_timeout`` (default
+    ``NATS_KEY`` are; ``NATS_USER``/``NATS_PASSWORD`` or ``NATS_CREDS`` log in (unless ``user`` or
+    ``user_credentials`` are passed). The first connection is bounded by ``first_connect_timeout`` (default
     ``max(10, 2 * connect_timeout)`` seconds) and raises ``ConnectionError`` naming the URLs; once
     connected, it reconnects forever (``max_reconnect_attempts=-1``). Callbacks not given in
     ``options`` are a :class:`ConnectionLog`.
@@ -169,6 +170,11 @@ async def connect(
         tls = client_tls_context(ca, cert, key)
     if tls is not None:
         options["tls"] = tls
+    # a login, when the environment gives one (a workshop seat's file sets NATS_USER/NATS_PASSWORD)
+    if "user" not in options and os.environ.get("NATS_USER"):
+        options["user"], options["password"] = os.environ["NATS_USER"], os.environ.get("NATS_PASSWORD", "")
+    if "user_credentials" not in options and os.environ.get("NATS_CREDS"):
+        options["user_credentials"] = os.environ["NATS_CREDS"]
     events = ConnectionLog(name)
     events.require_tls = tls is not None or any(s.startswith("tls://") for s in servers)
     events.handshake_first = bool(options.get("tls_handshake_first"))

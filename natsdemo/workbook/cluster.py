@@ -42,6 +42,9 @@ class LocalCluster(NodeGroup):
 
     nodes: int = 3
     certs: str | os.PathLike[str] = "certs"
+    # another node config (the workshop's, with accounts); "{node}" in it is replaced by the node's name
+    config: str | os.PathLike[str] = CONFIG
+    host: str = "127.0.0.1"  # where the nodes listen for clients (0.0.0.0 for a room)
 
     def __post_init__(self) -> None:
         if not 2 <= self.nodes <= 9:  # one node has no routes, and nats-server refuses a JetStream cluster of one
@@ -82,7 +85,8 @@ class LocalCluster(NodeGroup):
             if routes:
                 args += ["--routes", routes]
             self.servers[n] = TlsServer(
-                config=CONFIG,
+                config=str(self.config).replace("{node}", n),
+                host=self.host,
                 certs=self.certs,
                 server_name=n,
                 name=f"cluster-{n}",

@@ -6,6 +6,7 @@ Defined in notebooks/00_start_here.ipynb
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,24 @@ class ExternalServer:
 
     def varz(self) -> dict[str, Any]:
         return monitor_json(self, "varz")
+
+
+async def whoami(nc: Client) -> str:
+    """``"<server URL> as <user> (account <ACCOUNT>)"``: where a notebook is connected, and as whom.
+
+    Asks the server (``$SYS.REQ.USER.INFO``, answered for every connection), so it is true for a
+    workshop seat's account (``SEAT1``) and for the default account (``$G``) alike.
+
+    Defined in notebooks/00_start_here.ipynb
+    """
+    url = nc.connected_url
+    where = f"{url.scheme}://{url.hostname}:{url.port}" if url is not None else "?"
+    try:
+        info = json.loads((await nc.request("$SYS.REQ.USER.INFO", b"", timeout=2)).data).get("data") or {}
+    except Exception as exc:  # an old server: say what is known
+        return f"{where} (the server did not say which account: {type(exc).__name__})"
+    user = info.get("user") or "no login"
+    return f"{where} as {user} (account {info.get('account', '?')})"
 
 
 def find_or_start(name: str = "workbook", **kwargs: Any) -> NatsServer | ExternalServer:
