@@ -86,6 +86,12 @@ async def test_seats_are_isolated_limited_and_added_by_a_reload(tmp_path: Path):
         await s2.flush()
         with pytest.raises(nats.errors.TimeoutError):
             await sub.next_msg(timeout=0.5)
+        # the instructor is the system account's user: it sees every seat's JetStream figures
+        boss = seat_env(ws.out / "instructor.env")
+        async with await connect(ws.url, user=boss["NATS_USER"], password=boss["NATS_PASSWORD"]) as sysnc:
+            reply = await sysnc.request("$SYS.REQ.SERVER.PING.JSZ", json.dumps({"accounts": True}).encode(), timeout=3)
+            accounts = {a["name"] for a in json.loads(reply.data)["data"]["account_details"]}
+            assert {"SEAT1", "SEAT2"} <= accounts, accounts
         # a wrong password is refused
         with pytest.raises((nats.errors.Error, ConnectionError, OSError)):
             await connect(ws.url, user="seat1", password="wrong", first_connect_timeout=3, max_reconnect_attempts=0)

@@ -141,12 +141,12 @@ def plan(out: Path, seats: int, *, port: int, hosts: list[str], tls: bool, clust
 
 
 def write_files(out: Path, roster: dict[str, Any]) -> None:
-    """Config, one env file per seat, ``roster.json`` and a human ``roster.txt``."""
+    """Config, one env file per seat and ``instructor.env``, ``roster.json`` and a human ``roster.txt``."""
     if roster["tls"] or roster["cluster"]:
         from natsdemo.tls import ensure_certs
 
-        ensure_certs(roster["certs"], users=[s["user"] for s in roster["seats"]] if roster["tls"] else ["instructor"],
-                     hosts=roster["hosts"])
+        users = [s["user"] for s in roster["seats"]] if roster["tls"] else []
+        ensure_certs(roster["certs"], users=[*users, "instructor"], hosts=roster["hosts"])
     _write_private(Path(roster["config"]), config_text(roster))
     configs = [Path(roster["config"])]
     if roster["cluster"]:  # a JetStream cluster reloads only with server_name in its config: one file per node
@@ -159,6 +159,9 @@ def write_files(out: Path, roster: dict[str, Any]) -> None:
             raise RuntimeError(f"the generated config {path.name} does not validate: {problem}")
     for seat in roster["seats"]:
         _write_private(Path(seat["env"]), env_text(roster, seat))
+    # the instructor: the system account's user (server-wide $SYS.REQ.* requests, every account's figures)
+    instructor = {"seat": "instructor", "user": "instructor", "password": roster["instructor"]}
+    _write_private(out / "instructor.env", env_text(roster, instructor))
     _write_private(out / "roster.json", json.dumps(roster, indent=1) + "\n")
     rows = [f"{'seat':<5} {'account':<8} URL and settings file"]
     rows += [f"{s['seat']:<5} {s['account']:<8} {roster['url']}  {s['env']}" for s in roster["seats"]]
