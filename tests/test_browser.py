@@ -190,6 +190,14 @@ def _wait_all_run(page, timeout: float) -> dict:
     raise AssertionError(f"cells still running after {timeout} s: {state}")
 
 
+# widget labels, buttons and readouts whose text is wider than their box (ipywidgets cuts it with an
+# ellipsis): a "Reserve" button that reads "Rese..." is a bug the screenshots would show
+CLIPPED = """() => Array.from(document.querySelectorAll(
+    '.widget-label, .widget-button, .widget-toggle-button, .widget-readout, .widget-inline-hbox .widget-label'))
+  .filter(e => e.offsetParent !== null && e.textContent.trim() && e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.textContent.trim().slice(0, 40))"""
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_in_browser(path: Path, jupyterlab, browser):
     base, token = jupyterlab
@@ -220,6 +228,8 @@ def test_notebook_in_browser(path: Path, jupyterlab, browser):
         assert not errors, f"{path.name} shows errors in the browser: {errors}"
         assert page.get_by_text("Jupyter news", exact=False).count() == 0, "the news pop-up is showing"
         assert page.locator(".widget-button").count() > 0, "no widget rendered: is the ipywidgets extension loaded?"
+        clipped = page.evaluate(CLIPPED)
+        assert not clipped, f"{path.name}: widget labels cut off (text wider than its box): {clipped}"
         for i, step in enumerate(steps):
             button = page.locator("button.widget-button", has_text=step["click"]).last
             button.scroll_into_view_if_needed()

@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 
 from natsdemo.core.errors import UsageError
 from natsdemo.core.streams import retrying
-from natsdemo.drain.acks import call, give_back, settle_failure
+from natsdemo.drain.acks import give_back, settle_failure
 from natsdemo.drain.batch import run_batch
 from natsdemo.drain.deadletter import dead_letter_exhausted, deliveries_of, max_deliveries_subject
 from natsdemo.drain.queue import DrainSettings, consumer_state, ensure_queue
@@ -276,7 +276,10 @@ class Drainer:
         if n > 1:
             batch.redeliveries += 1
         try:
-            await call(self.handler, self._is_async, msg)
+            # acks.call inlined: one coroutine less per item in the hottest loop
+            result = self.handler(msg)
+            if result is not None and inspect.isawaitable(result):
+                await result
         except Exception as exc:  # a failing item must not stop the drain
             batch.failures += 1
             if await settle_failure(self.js, msg, self.names, self.worker, n, self._max_deliver,
