@@ -43,8 +43,10 @@ async def test_a_tick_whose_publish_fails_is_retried_within_its_slot(nc):
     js = nc.jetstream()
     await js.add_stream(schedule_stream_config(1))
     await js.delete_stream(SCHEDULE_STREAM)
-    ticker = Ticker(js, "retried", "0 * * * * *")  # one slot a minute: up to ~59 s to get it in
-    slot = datetime.now(UTC).replace(second=0, microsecond=0)
+    # one slot a year (this year's, just passed): the retry window is the next slot away, capped at half
+    # the duplicate window, whatever the second the test runs at (a minute's slot at xx:59 left 1 s)
+    ticker = Ticker(js, "retried", "0 0 0 1 1 *")
+    slot = datetime.now(UTC).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
 
     async def bring_the_stream_back() -> None:
         await asyncio.sleep(1.0)
