@@ -181,6 +181,7 @@ async def _fired_after_restart(js, service: type[TimeoutService], tag: str,
     await R.reserve(js, f"{tag}-done", timeout=0.1)
     await wait_for(lambda: _last_type(js, f"{tag}-done", R.TIMED_OUT))
     await R.reserve(js, f"{tag}-open", timeout=0.6)
+    await wait_for(lambda: f"{tag}-open" in first.timers)  # applied, so a snapshot taken at stop holds it
     await first.stop()  # the only instance goes away before the deadline
     await asyncio.sleep(1.0)
     second = service(js, name=f"{tag}-second", snapshot_every=every)

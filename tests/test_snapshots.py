@@ -191,10 +191,11 @@ def test_bad_snapshot_settings_are_refused_in_one_line():
 
 
 class TimersOnly(TimeoutService):
-    """The tempting snapshot: the scheduler's timers alone, forgetting a timeout whose publish is in flight."""
+    """The tempting snapshot: the timers still waiting in the scheduler's heap, forgetting a timeout
+    whose publish is in flight (or published, but not yet read back from the stream)."""
 
     def pending_entries(self) -> list[S.Entry]:
-        return [(rid, seq, deadline) for deadline, rid, seq in self.timers.entries()]
+        return [(rid, seq, deadline) for deadline, rid, seq in self.timers.entries() if rid in self.timers]
 
 
 @pytest.mark.parametrize(("service", "fires"), [(TimeoutService, True), (TimersOnly, False)])
@@ -239,3 +240,24 @@ async def test_a_timeout_still_being_published_is_in_the_snapshot(nats_server, n
 async def _timed_out(js, rid: str) -> bool:
     msg = await js.get_msg(R.STREAM, subject=R.subject(rid))
     return json.loads(msg.data)["type"] == R.TIMED_OUT
+
+
+async def test_a_timer_between_the_heap_and_its_fire_is_still_pending_work():
+    """The scheduler takes a due timer off its heap a moment before the fire coroutine starts; a
+    snapshot taken in that moment must still see it (else a crash right then loses the timeout)."""
+    from natsdemo.core.timers import Scheduler
+
+    started: list[str] = []
+
+    async def fire(key, token, deadline):
+        started.append(key)
+
+    sched = Scheduler(fire)
+    sched.add("due", 0.0, 7)  # long overdue
+    sched.start()
+    await asyncio.sleep(0)  # the loop pops "due" and schedules its fire, which has not run yet
+    assert "due" not in sched and not started
+    assert [(k, t) for _, k, t in sched.entries()] == [("due", 7)]
+    await asyncio.sleep(0.05)
+    assert started == ["due"] and sched.entries() == []  # fired: no longer pending here
+    await sched.stop()

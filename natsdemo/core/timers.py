@@ -44,6 +44,7 @@ class Scheduler:
         self._live: dict[Hashable, Any] = {}
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._firing: dict[Hashable, tuple[float, Hashable, Any]] = {}  # popped, fire not finished yet
         self._max_in_flight = max_in_flight
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
@@ -68,6 +69,7 @@ class Scheduler:
 
     def cancel(self, key: Hashable) -> bool:
         """Forget ``key``'s timer; True if one was pending."""
+        self._firing.pop(key, None)  # decided while its fire runs: no longer pending work
         found = self._live.pop(key, None) is not None
         if found and len(self._heap) > 1024 and len(self._heap) > 2 * len(self._live):
             self._heap = [e for e in self._heap if self._live.get(e[1]) is e]
@@ -85,8 +87,10 @@ class Scheduler:
         return {k: e[0] for k, e in self._live.items()}
 
     def entries(self) -> list[tuple[float, Hashable, Any]]:
-        """``(deadline, key, token)`` of every pending timer (a copy, taken at once)."""
-        return list(self._live.values())
+        """``(deadline, key, token)`` of every pending timer and of every one whose ``fire`` has not
+        finished yet (a copy, taken at once): what a snapshot of the pending work must hold. A timer
+        leaves the heap a moment before its ``fire`` coroutine starts; it is never in neither."""
+        return [*self._firing.values(), *self._live.values()]
 
     async def run(self) -> None:
         """Sleep until the earliest deadline, fire everything due, repeat."""
@@ -112,12 +116,19 @@ class Scheduler:
                     await self._wake.wait()
 
     async def _launch(self, key: Hashable, token: Any, deadline: float) -> None:
+        entry = self._firing[key] = (deadline, key, token)  # before any wait: never out of both maps
         while len(self._in_flight) >= self._max_in_flight:
             await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
         self.fired += 1
         task = asyncio.ensure_future(self._fire(key, token, deadline))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._in_flight.discard(t)
+            if self._firing.get(key) is entry:
+                del self._firing[key]
+
+        task.add_done_callback(done)
 
     def start(self) -> asyncio.Task[None]:
         """Run the loop in the background (idempotent)."""
