@@ -59,7 +59,9 @@ async def _child_main(kind: str, url: str) -> dict[str, float]:
     gc.collect()
     proc = psutil.Process()
     idle = proc.memory_info().rss
-    svc = TimeoutService(nc.jetstream(), scheduler=Scheduler if kind == "scheduler" else TaskPerTimer)
+    # snapshots off: each child replays the whole stream (the replay-rate figure), neither loads the other's
+    svc = TimeoutService(nc.jetstream(), scheduler=Scheduler if kind == "scheduler" else TaskPerTimer,
+                         snapshot_every=None)
     await svc.start()
     await asyncio.sleep(0.5)  # let the tasks of the baseline reach their sleep
     gc.collect()
