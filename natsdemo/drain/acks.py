@@ -1,4 +1,4 @@
-"""What a worker does with one item: call its handler, settle a failure, give back what it holds.
+"""What a worker does with an item it could not finish: settle a failure, give back what it holds.
 
 Not taught on its own: notebook 03 runs these steps through the Drainer.
 """
@@ -6,24 +6,12 @@ Not taught on its own: notebook 03 runs these steps through the Drainer.
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
 
 from natsdemo.drain.deadletter import dead_letter
 from natsdemo.drain.wire import QueueNames
-
-
-async def call(handler: Callable[[Msg], Awaitable[None] | None], is_async: bool, msg: Msg) -> None:
-    """Run a sync or async handler on one item (returning means success, raising means failure)."""
-    if is_async:
-        await handler(msg)  # type: ignore[misc]
-        return
-    result: Any = handler(msg)
-    if result is not None and inspect.isawaitable(result):
-        await result
 
 
 async def settle_failure(

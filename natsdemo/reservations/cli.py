@@ -18,8 +18,8 @@ import socket
 from natsdemo.core.errors import UsageError
 from natsdemo.core.names import check_token
 from natsdemo.core.service import Service, add_service_arguments, run_service
-from natsdemo.reservations import snapshot as snapshots
 from natsdemo.reservations.service import TimeoutService
+from natsdemo.reservations.snapshot import CHUNK_ENTRIES, SNAPSHOT_EVENTS, SNAPSHOT_EVERY
 from natsdemo.reservations.wire import DEFAULT_TIMEOUT, EVENTS, STREAM, check_timeout
 
 
@@ -30,13 +30,13 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         help="seconds, for tickets-reserved events that carry no timeout (default 600)",
     )
     parser.add_argument("--name", default=None, help="instance name in logs and timeout events (default: host-pid)")
-    parser.add_argument("--snapshot-every", default=str(snapshots.SNAPSHOT_EVERY), metavar="SECONDS",
+    parser.add_argument("--snapshot-every", default=str(SNAPSHOT_EVERY), metavar="SECONDS",
                         help="write a snapshot of the pending reservations at most this often while events arrive "
-                             f"(default {snapshots.SNAPSHOT_EVERY:g}; also after {snapshots.SNAPSHOT_EVENTS:,} events "
+                             f"(default {SNAPSHOT_EVERY:g}; also after {SNAPSHOT_EVENTS:,} events "
                              "and at stop; "
                              "0 turns snapshots off, and every start replays the whole stream)")
-    parser.add_argument("--snapshot-chunk", type=int, default=snapshots.CHUNK_ENTRIES, metavar="N",
-                        help=f"reservations per snapshot message (default {snapshots.CHUNK_ENTRIES})")
+    parser.add_argument("--snapshot-chunk", type=int, default=CHUNK_ENTRIES, metavar="N",
+                        help=f"reservations per snapshot message (default {CHUNK_ENTRIES})")
     add_service_arguments(parser)
 
 

@@ -33,8 +33,8 @@ from natsdemo.core.publish import backoff, publish_acked
 from natsdemo.core.servertime import ServerClock
 from natsdemo.core.streams import retrying
 from natsdemo.core.timers import Scheduler
-from natsdemo.reservations import snapshot as snapshots
 from natsdemo.reservations.client import ensure_stream
+from natsdemo.reservations.snapshot import CHUNK_ENTRIES, SNAPSHOT_EVENTS, SNAPSHOT_EVERY, Entry, Snapshot, Snapshotter
 from natsdemo.reservations.wire import (
     DEFAULT_TIMEOUT,
     EVENTS,
@@ -83,9 +83,9 @@ class TimeoutService:
         replicas: int | None = None,
         clock: Callable[[], float] = time.time,
         server_grace: float = SERVER_GRACE,
-        snapshot_every: float | None = snapshots.SNAPSHOT_EVERY,
-        snapshot_events: int = snapshots.SNAPSHOT_EVENTS,
-        snapshot_chunk: int = snapshots.CHUNK_ENTRIES,
+        snapshot_every: float | None = SNAPSHOT_EVERY,
+        snapshot_events: int = SNAPSHOT_EVENTS,
+        snapshot_chunk: int = CHUNK_ENTRIES,
     ) -> None:
         self.js = js
         self.default_timeout = check_timeout(default_timeout)
@@ -107,9 +107,9 @@ class TimeoutService:
         self._prober: asyncio.Task[None] | None = None
         # snapshots (natsdemo.reservations.snapshot): None turns them off (every start replays it all)
         self.snapshot_every = snapshot_every
-        self.snapshots = snapshots.Snapshotter(
+        self.snapshots = Snapshotter(
             js, self.name, lambda: self._applied, lambda: (self._applied, self.pending_entries()),
-            every=snapshot_every or snapshots.SNAPSHOT_EVERY, events=snapshot_events, chunk=snapshot_chunk,
+            every=snapshot_every or SNAPSHOT_EVERY, events=snapshot_events, chunk=snapshot_chunk,
             timeout=publish_timeout,
         )
         self._applied = 0  # stream seq of the last event applied: what a snapshot taken now covers
@@ -158,7 +158,7 @@ class TimeoutService:
                 self.snapshots.start()
 
     # ------------------------------------------------------------------ snapshots
-    def pending_entries(self) -> list[snapshots.Entry]:
+    def pending_entries(self) -> list[Entry]:
         """Every reservation undecided by the events applied so far, with its reserved seq and
         deadline: the pending timers plus those fired whose outcome is not in the stream yet.
         Synchronous, so it matches what was applied exactly."""
@@ -168,7 +168,7 @@ class TimeoutService:
         return list(entries.values())
 
     @property
-    def snapshot_loaded(self) -> snapshots.Snapshot | None:
+    def snapshot_loaded(self) -> Snapshot | None:
         """The snapshot this service started from (None: it replayed the whole stream)."""
         return self.snapshots.loaded
 
