@@ -23,6 +23,10 @@ WRONG_LAST_SEQUENCE_CODES = frozenset({WRONG_LAST_SEQUENCE, 10164})
 
 FIRST_DELAY = 0.1  # seconds before the first retry
 MAX_DELAY = 2.0  # the longest wait between two tries
+# How long a client call (reserve, purchase, issue, redeem) keeps retrying while a stream has no
+# leader. `bench cluster` measured the gap after SIGKILLing an R3 leader at 5-8 s on an idle
+# 2-core machine, and a busy CI machine saw it pass 10 s: 30 s covers an election with room to spare.
+CLIENT_RETRY_FOR = 30.0
 
 
 def backoff(attempt: int, first: float = FIRST_DELAY, cap: float = MAX_DELAY, rng: random.Random | None = None

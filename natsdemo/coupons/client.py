@@ -29,7 +29,7 @@ from nats.js.api import DeliverPolicy, StorageType
 
 from natsdemo.core.errors import NatsdemoError
 from natsdemo.core.names import ack_fields
-from natsdemo.core.publish import publish_acked, refused_by_guard
+from natsdemo.core.publish import CLIENT_RETRY_FOR, publish_acked, refused_by_guard
 from natsdemo.core.streams import create_stream_if_missing, replicas_for
 from natsdemo.coupons.wire import (
     EXPIRED,
@@ -160,7 +160,7 @@ async def _ours(js: Any, cid: str, request: str) -> CouponEvent | None:
     return None
 
 
-async def issue(js: Any, cid: str, ttl: float, *, retry_for: float = 10.0) -> Coupon:
+async def issue(js: Any, cid: str, ttl: float, *, retry_for: float = CLIENT_RETRY_FOR) -> Coupon:
     """Store a coupon that the server removes ``ttl`` whole seconds from now.
 
     The id may be new, or one whose coupon expired (its marker is replaced); a valid or redeemed
@@ -192,7 +192,7 @@ async def issue(js: Any, cid: str, ttl: float, *, retry_for: float = 10.0) -> Co
     return Coupon(cid, seq, ttl, ts_ns)
 
 
-async def redeem(js: Any, cid: str, *, retry_for: float = 10.0) -> int:
+async def redeem(js: Any, cid: str, *, retry_for: float = CLIENT_RETRY_FOR) -> int:
     """Redeem a valid coupon; returns the redemption's sequence.
 
     The redemption names the coupon's sequence (``Nats-Expected-Last-Subject-Sequence``): if the

@@ -22,7 +22,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import StorageType
 
-from natsdemo.core.publish import publish_acked
+from natsdemo.core.publish import CLIENT_RETRY_FOR, publish_acked
 from natsdemo.core.streams import create_stream_if_missing, replicas_for
 from natsdemo.reservations.wire import (
     DEFAULT_TIMEOUT,
@@ -140,7 +140,8 @@ class Reservation:
 
 
 async def reserve(
-    js: Any, rid: str, timeout: float = DEFAULT_TIMEOUT, *, server_side: bool = False, retry_for: float = 10.0
+    js: Any, rid: str, timeout: float = DEFAULT_TIMEOUT, *, server_side: bool = False,
+    retry_for: float = CLIENT_RETRY_FOR,
 ) -> Reservation:
     """Publish ``tickets-reserved`` for a new id; with ``server_side`` also an ``@at`` schedule.
 
@@ -224,7 +225,7 @@ def _refusal(rid: str, kind: str) -> ReservationError:
     return ReservationError(f"reservation {rid!r} cannot be purchased (last event: {kind})")
 
 
-async def purchase(js: Any, rid: str, *, retry_for: float = 10.0) -> int:
+async def purchase(js: Any, rid: str, *, retry_for: float = CLIENT_RETRY_FOR) -> int:
     """Publish ``tickets-purchased`` if the reservation is still open; returns its sequence.
 
     The purchase expects the reservation event to be the subject's last message: if a timeout
