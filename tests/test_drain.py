@@ -275,39 +275,49 @@ async def test_default_queue_contract_is_as_documented(nc):
     assert (await js.stream_info("DOCS_Q_DEAD")).config.subjects == ["docs-q-dead.>"]
 
 
-async def test_fetch_returning_an_empty_list_is_not_a_batch(nc):
-    """nats-py's fetch sometimes returns [] instead of raising (nats.py #709): when the server's
-    "request timeout" of an earlier pull on the same subscription arrives while a fetch waits.
-    Measured here: each drain starts right after such earlier pulls on the worker's subscription;
-    the drainer must count no batch and end "empty" every time."""
+async def test_a_stale_status_ends_a_nats_py_fetch_early_but_not_a_puller_fetch(nc):
+    """nats-py's fetch sometimes returns [] instead of raising (nats.py #709): the server's "request
+    timeout" of an earlier pull on the same inbox arrives while a later fetch waits, and ends it.
+    The Puller gives each request its own reply subject, so a stale status is ignored: the same
+    sequence of earlier pulls never yields [] and drains count no phantom batch."""
+    from natsdemo.drain.puller import Puller
+
     js = nc.jetstream()
     name = "emptyfetch"
     settings = DrainSettings(fetch_timeout=0.05, probe_timeout=0.05, prefetch=False)
-    drainer = Drainer(js, name, lambda msg: None, settings, listen_for_ticks=False)
-    await drainer.start()
-    psub = drainer._psub  # the worker's own pull subscription (the stale status arrives on its inbox)
-    real_fetch, empties = psub.fetch, []
+    await ensure_queue(js, name, settings)
+    names = queue_names(name)
 
-    async def counting_fetch(*args, **kwargs):  # the real nats-py call, counted
-        try:
-            got = await real_fetch(*args, **kwargs)
-        except TimeoutError:
-            empties.append(False)
-            raise
-        empties.append(got == [])
-        return got
-
-    psub.fetch = counting_fetch
-    try:
-        reports = []
+    async def outcomes(fetch) -> list[str]:
+        seen = []
         for _ in range(30):
-            for _ in range(3):  # earlier pulls that found nothing
+            for _ in range(3):  # earlier pulls that found nothing, their 408s still on the way
                 with contextlib.suppress(TimeoutError):
-                    await real_fetch(settings.batch, timeout=0.05)
-            reports.append(await drainer.drain_once())
-        print(f"the drainer's fetch returned [] {sum(empties)} times in {len(empties)} calls")
-        assert sum(empties) > 0, "the [] case did not occur: this test would prove nothing"
-        assert [(r.items, r.batches, r.ended) for r in reports] == [(0, 0, "empty")] * 30
+                    await fetch(settings.batch, timeout=0.05)
+            try:
+                seen.append("[]" if await fetch(settings.batch, timeout=0.05) == [] else "msgs")
+            except TimeoutError:
+                seen.append("timeout")
+        return seen
+
+    psub = await js.pull_subscribe_bind(names.durable, stream=names.stream)
+    try:
+        bug = await outcomes(psub.fetch)
+    finally:
+        await psub.unsubscribe()
+    puller = await Puller(js, names.stream, names.durable).start()
+    try:
+        fixed = await outcomes(puller.fetch)
+    finally:
+        assert await puller.stop() == []
+    print(f"nats-py fetch returned [] {bug.count('[]')} times in 30; the Puller {fixed.count('[]')} times")
+    assert bug.count("[]") > 0, "the [] case did not occur: this test would prove nothing"
+    assert fixed == ["timeout"] * 30
+
+    drainer = await Drainer(js, name, lambda msg: None, settings, listen_for_ticks=False).start()
+    try:
+        reports = [await drainer.drain_once() for _ in range(10)]
+        assert [(r.items, r.batches, r.ended) for r in reports] == [(0, 0, "empty")] * 10
         await enqueue(js, name, 30)
         full = await drainer.drain_once()
         assert full.items == 30 and full.ended == "empty" and 1 <= full.batches <= 30

@@ -30,6 +30,7 @@ from natsdemo.core.streams import retrying
 from natsdemo.drain.acks import give_back, settle_failure
 from natsdemo.drain.batch import run_batch
 from natsdemo.drain.deadletter import dead_letter_exhausted, deliveries_of, max_deliveries_subject
+from natsdemo.drain.puller import Puller
 from natsdemo.drain.queue import DrainSettings, consumer_state, ensure_queue
 from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
 from natsdemo.drain.wire import queue_names
@@ -82,7 +83,7 @@ class Drainer:
         self.replicas = replicas  # of the streams this worker creates when they are missing
         self.metrics = DrainMetrics()
         self.draining = False
-        self._psub: Any = None
+        self._puller: Puller | None = None
         self._ticks: Any = None
         self._wanted = asyncio.Event()
         self._stopping = False
@@ -105,7 +106,8 @@ class Drainer:
             lambda: ensure_queue(self.js, self.names.name, self.settings, replicas=self.replicas),
         )
         self._max_deliver = info.config.max_deliver or self.settings.max_deliver
-        self._psub = await self.js.pull_subscribe_bind(self.names.durable, stream=self.names.stream)
+        # batches without a task per message (nats-py's fetch starts one for each: puller.py)
+        self._puller = await Puller(self.js, self.names.stream, self.names.durable).start()
         # items the server gave up on (every delivery unanswered) still reach the dead letters
         self._advisories = await self.js._nc.subscribe(max_deliveries_subject(self.names), cb=self._on_exhausted)
         if self.listen_for_ticks:
@@ -145,10 +147,12 @@ class Drainer:
             self._advisories = None
         if self._ticks is not None:
             await self._ticks.stop()
-        if self._psub is not None:
+        if self._puller is not None:
+            held: list[Msg] = []
             with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
-            self._psub = None
+                held = await self._puller.stop()
+            await give_back(held)  # answered to a fetch after it ended: the other workers get them now
+            self._puller = None
 
     async def __aenter__(self) -> Drainer:
         return await self.start()
@@ -201,7 +205,7 @@ class Drainer:
             return await self._drain()
 
     async def _drain(self) -> DrainReport:
-        if self._psub is None:
+        if self._puller is None:
             raise RuntimeError("call start() first")
         s, report = self.settings, DrainReport()
         self.draining = True
@@ -217,13 +221,10 @@ class Drainer:
                     if ahead is not None:
                         msgs, ahead = await ahead, None
                     else:
-                        msgs = await self._psub.fetch(s.batch, timeout=timeout)
-                    if not msgs:  # nats-py sometimes returns [] instead of raising (nats.py #709)
-                        raise TimeoutError("fetch returned no messages")
+                        msgs = await self._puller.fetch(s.batch, timeout=timeout)
                 except TimeoutError:
-                    # nats-py raises nats.errors.TimeoutError, FetchTimeoutError or a bare
-                    # asyncio.TimeoutError depending on the path: all are the builtin TimeoutError.
-                    # The timeout says "nothing for me right now"; the consumer's counters say why.
+                    # "nothing for me right now" (never an empty list: puller.py); the consumer's
+                    # counters say why
                     ahead = None
                     state = await consumer_state(self.js, self.names)
                     if state == (0, 0):
@@ -243,7 +244,7 @@ class Drainer:
                 # enough; a false "empty" costs one consumer_info, never a missed item
                 timeout = s.probe_timeout
                 if s.prefetch and busy < PREFETCH_BELOW:
-                    ahead = asyncio.ensure_future(self._psub.fetch(s.batch, timeout=timeout))
+                    ahead = asyncio.ensure_future(self._puller.fetch(s.batch, timeout=timeout))
                 started = time.monotonic()
                 await self._process(msgs, report, ahead)
                 busy = time.monotonic() - started

@@ -2,6 +2,8 @@
 
 * the :class:`natsdemo.drain.Drainer` (handler call, acks, metrics, empty confirmed by the consumer);
 * a hand-tuned nats-py loop: ``fetch(BATCH, short timeout)`` + ``ack()`` per item, stop on timeout;
+* the same loop on :class:`natsdemo.drain.puller.Puller` (the Drainer's fetch, no task per message),
+  so the Drainer's own cost shows apart from its faster fetch;
 * the seed's loop: ``Fetch(10)`` + ack per item (given the exit on timeout the seed lacks).
 
 Each contender drains its own freshly filled queue (same size, same server, no-op handler), so the
@@ -19,6 +21,7 @@ import asyncio
 import time
 
 from natsdemo.drain import Drainer, DrainSettings, enqueue, ensure_queue, queue_names
+from natsdemo.drain.puller import Puller
 from natsdemo.workbook.bench import Figure, median
 from natsdemo.workbook.server import NatsServer
 
@@ -31,8 +34,12 @@ async def _fill(js, name: str, n: int, settings: DrainSettings) -> None:
     await enqueue(js, name, n)
 
 
-async def _manual(js, name: str, batch: int) -> tuple[int, float]:
-    psub = await js.pull_subscribe_bind(name, stream=queue_names(name).stream)
+async def _manual(js, name: str, batch: int, *, puller: bool = False) -> tuple[int, float]:
+    names = queue_names(name)
+    if puller:
+        psub = await Puller(js, names.stream, names.durable).start()
+    else:
+        psub = await js.pull_subscribe_bind(names.durable, stream=names.stream)
     done = 0
     t0 = time.perf_counter()
     while True:
@@ -44,7 +51,7 @@ async def _manual(js, name: str, batch: int) -> tuple[int, float]:
             await msg.ack()
         done += len(msgs)
     elapsed = time.perf_counter() - t0
-    await psub.unsubscribe()
+    await (psub.stop() if puller else psub.unsubscribe())
     return done, elapsed
 
 
@@ -59,19 +66,20 @@ async def _drainer(js, name: str, settings: DrainSettings, handler=lambda msg: N
 
 async def _run(n: int, runs: int) -> dict[str, list[float]]:
     settings = DrainSettings(batch=TUNED_BATCH, fetch_timeout=PROBE, probe_timeout=PROBE)
-    rates: dict[str, list[float]] = {"drainer": [], "manual": [], "seed": []}
+    rates: dict[str, list[float]] = {"drainer": [], "manual": [], "puller": [], "seed": []}
     async with NatsServer(name="bench-drain") as srv:
         nc = await srv.connect()
         js = nc.jetstream()
         try:
             for r in range(runs):
-                for kind in ("manual", "drainer", "seed"):  # interleaved, so drift hits all three
+                for kind in ("manual", "drainer", "puller", "seed"):  # interleaved, so drift hits all
                     name = f"bench-{kind}-{r}"
                     await _fill(js, name, n, settings)
                     if kind == "drainer":
                         done, elapsed = await _drainer(js, name, settings)
                     else:
-                        done, elapsed = await _manual(js, name, TUNED_BATCH if kind == "manual" else 10)
+                        done, elapsed = await _manual(js, name, 10 if kind == "seed" else TUNED_BATCH,
+                                                      puller=kind == "puller")
                     if done != n:
                         raise RuntimeError(f"{kind} drained {done} of {n} items")
                     rates[kind].append(done / elapsed)
@@ -121,14 +129,17 @@ def run(opts: argparse.Namespace) -> list[Figure]:
     runs = 1 if opts.quick else opts.runs
     rates = asyncio.run(_run(n, runs))
     io = asyncio.run(_concurrent(opts.quick))
-    drainer, manual, seed = (median(rates[k]) for k in ("drainer", "manual", "seed"))
+    drainer, manual, bare, seed = (median(rates[k]) for k in ("drainer", "manual", "puller", "seed"))
     how = f"median of {runs}, {n:,} items, 1 worker, no-op handler, final {PROBE:g} s probe included"
     one = io[1][1]
     return [
         Figure("Drainer", drainer, "items/s", f"batch {TUNED_BATCH}, {how}"),
         Figure("hand-tuned fetch+ack loop", manual, "items/s", f"batch {TUNED_BATCH}, {how}"),
+        Figure("the same loop on the Puller", bare, "items/s", f"batch {TUNED_BATCH}, {how}"),
         Figure("seed's Fetch(10) loop", seed, "items/s", f"batch 10, {how}"),
         Figure("Drainer / hand-tuned", _paired(rates, "manual"), "x", "median of per-run ratios", ">= 1.0x"),
+        Figure("Drainer / loop on the Puller", _paired(rates, "puller"), "x",
+               "median of per-run ratios: the Drainer's own cost"),
         Figure("Drainer / seed Fetch(10)", _paired(rates, "seed"), "x", "median of per-run ratios"),
         *(Figure(f"{IO_MS:g} ms handler, concurrency {c}", rate, "items/s",
                  f"{n:,} items, batch {TUNED_BATCH}, 1 worker") for c, (n, rate) in io.items()),
