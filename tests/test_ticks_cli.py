@@ -136,6 +136,13 @@ async def test_server_side_flag_installs_a_schedule(nats_server, nc):
     await ticks.stop()
 
 
+def test_server_side_month_end_with_L_is_refused_with_the_work_around(nats_server):
+    """nats-server answers 10189 to `L`; the command says what to schedule instead, in one line."""
+    proc = run_cli("tick", "--server", nats_server.url, "--cron", "0 0 18 L * *", "--tz", "Europe/Berlin",
+                   "--name", "monthend", "--server-side")
+    assert_one_line_error(proc, "no 'L'", "10189", "'0 0 18 28-31 * *'", "is_last_day_of_month")
+
+
 def test_bench_ticks_quick():
     proc = run_cli("bench", "ticks", "--quick", timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -20,11 +20,14 @@ import nats.js.errors
 from nats.js import api
 
 from natsdemo.core.cron import parse_cron
+from natsdemo.core.errors import UsageError
 from natsdemo.core.publish import publish_acked
 from natsdemo.ticks.tick import ensure_schedule_stream
 from natsdemo.ticks.wire import SCHEDULE_STREAM, ServerTickBody, server_schedule_subject, tick_subject
 
-__all__ = ["install_server_schedule", "remove_server_schedule"]
+__all__ = ["INVALID_SCHEDULE", "install_server_schedule", "remove_server_schedule"]
+
+INVALID_SCHEDULE = 10189  # "message schedules pattern is invalid" (nats-server 2.15)
 
 
 async def install_server_schedule(
@@ -51,9 +54,21 @@ async def install_server_schedule(
     }
     # no msg id, so a retry after an ambiguous timeout could store the schedule twice: harmless,
     # since one schedule per subject means the second copy replaces the first
-    return await publish_acked(
-        js, server_schedule_subject(name), body.to_json(), stream=SCHEDULE_STREAM, headers=headers, idempotent=True
-    )
+    try:
+        return await publish_acked(
+            js, server_schedule_subject(name), body.to_json(), stream=SCHEDULE_STREAM, headers=headers,
+            idempotent=True,
+        )
+    except nats.js.errors.BadRequestError as exc:
+        fields = spec.fields.split()
+        if exc.err_code == INVALID_SCHEDULE and "L" in fields[3].upper():
+            work_around = " ".join([*fields[:3], "28-31", *fields[4:]])
+            raise UsageError(
+                f"nats-server refused {spec.fields!r}: its schedules have no 'L' (last day of the month, error "
+                f"{INVALID_SCHEDULE}); schedule days 28-31 instead ({work_around!r}) and "
+                "keep only the last day in the reader (natsdemo.core.cron.is_last_day_of_month)"
+            ) from None
+        raise
 
 
 async def remove_server_schedule(js: Any, name: str) -> None:
