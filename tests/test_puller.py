@@ -4,6 +4,7 @@ fetch that was cancelled, a deleted consumer, one fetch at a time, and no task p
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -41,7 +42,10 @@ async def test_batches_are_capped_and_every_item_arrives_once(nc):
         assert await puller.stop() == []
 
 
-async def test_an_empty_queue_raises_after_the_timeout_and_a_later_item_is_fetched(nc):
+async def test_an_empty_queue_raises_after_the_timeout_and_a_later_item_comes_at_once(nc):
+    """The waiting request asks for one message: an item published while a fetch waits is
+    returned when it arrives, not when the timeout ends (a half-filled batch would hold it unseen,
+    and with a short ack_wait the server would redeliver it into the same request)."""
     js = nc.jetstream()
     puller, _ = await _queue(js, "pl-empty")
     try:
@@ -49,20 +53,50 @@ async def test_an_empty_queue_raises_after_the_timeout_and_a_later_item_is_fetch
         with pytest.raises(TimeoutError, match=r"no messages in 0\.3 s"):  # a builtin TimeoutError too
             await puller.fetch(100, timeout=0.3)
         assert 0.29 <= time.monotonic() - t0 < 1.0
-        # a waiting fetch returns the item published while it waits
-        later = asyncio.ensure_future(puller.fetch(100, timeout=3))
+        later = asyncio.ensure_future(puller.fetch(100, timeout=5))
         await asyncio.sleep(0.3)
+        t0 = time.monotonic()
         await enqueue(js, "pl-empty", 1)
         [msg] = await later
+        waited = time.monotonic() - t0
         await msg.ack()
+        assert waited < 1.0, f"the item waited {waited:.2f} s in a half-filled batch"
+        # a batch that the queue cannot fill ends at once too: the server says "no more"
+        await enqueue(js, "pl-empty", 5)
+        t0 = time.monotonic()
+        got = await puller.fetch(100, timeout=5)
+        assert len(got) == 5 and time.monotonic() - t0 < 1.0
+        for m in got:
+            await m.ack()
     finally:
         await puller.stop()
 
 
-async def test_messages_answered_to_a_cancelled_fetch_are_kept_and_handed_back(nc):
-    """A fetch cancelled while its request waits on the server (a stop, a timeout of the caller)
-    leaves that request open: what the server sends to it later must not be stranded until
-    ack_wait. The next fetch returns it; a Drainer's stop hands it back at once."""
+async def test_a_stop_right_after_a_cancelled_fetch_strands_nothing(nc):
+    """A fetch cancelled while the server is still sending its batch (a stop that timed out, say)
+    leaves that request open. stop() waits for it to end, so everything it brought is returned to
+    be handed back: the server's ack_pending equals what stop() returned, never more."""
+    js = nc.jetstream()
+    for delay in (0.003, 0.005, 0.007):
+        name = f"pl-cancel-{int(delay * 1000)}"
+        puller, names = await _queue(js, name, 3000, ack_wait=30, max_ack_pending=5000)
+        fetching = asyncio.ensure_future(puller.fetch(3000, timeout=5))
+        await asyncio.sleep(delay)
+        fetching.cancel()
+        got = await asyncio.gather(fetching, return_exceptions=True)
+        held = await puller.stop()
+        fetched = got[0] if isinstance(got[0], list) else []
+        await nc.flush()
+        pending = (await js.consumer_info(names.stream, names.durable)).num_ack_pending
+        print(f"cancelled after {delay * 1000:.0f} ms: fetch returned {len(fetched)}, stop {len(held)}, "
+              f"server ack_pending {pending}")
+        assert pending == len(held) + len(fetched), "items out with this worker that it does not know of"
+        for m in held + fetched:
+            await m.nak()
+        await js.delete_stream(names.stream)
+
+
+async def test_a_cancelled_waiting_fetch_brings_its_item_to_the_next_fetch_or_the_drainer_gives_it_back(nc):
     js = nc.jetstream()
     puller, names = await _queue(js, "pl-late", ack_wait=30)
     try:
@@ -72,33 +106,69 @@ async def test_messages_answered_to_a_cancelled_fetch_are_kept_and_handed_back(n
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await enqueue(js, "pl-late", 3)
-        await wait_for(lambda: _ack_pending(js, names, 3))  # delivered to the open request
-        got = await puller.fetch(5, timeout=0.2)
-        assert [m.metadata.sequence.stream for m in got] == [1, 2, 3]
-        for m in got:
+        await wait_for(lambda: _ack_pending(js, names, 1))  # the open request asked for one
+        first = await puller.fetch(5, timeout=1)
+        rest = await puller.fetch(5, timeout=1)
+        assert [m.metadata.sequence.stream for m in first + rest] == [1, 2, 3] and len(first) == 1
+        for m in first + rest:
             await m.ack()
     finally:
         await puller.stop()
 
-    # the same, through a Drainer that stops while holding them
+    # the same, through a Drainer that stops while holding it
     drainer = await Drainer(js, "pl-late", lambda msg: None, DrainSettings(ack_wait=30), listen_for_ticks=False).start()
     fetching = asyncio.ensure_future(drainer._puller.fetch(5, timeout=5))
     await asyncio.sleep(0.3)
     fetching.cancel()
     await asyncio.gather(fetching, return_exceptions=True)
     await enqueue(js, "pl-late", 2)
-    await wait_for(lambda: _ack_pending(js, names, 2))
+    await wait_for(lambda: _ack_pending(js, names, 1))
     await drainer.stop()
-    # given back, not stranded until ack_wait (30 s): another worker gets them at once
+    # given back, not stranded until ack_wait (30 s): another worker gets it at once
     other = await Puller(js, names.stream, names.durable).start()
     try:
         t0 = time.monotonic()
         again = await other.fetch(5, timeout=5)
-        assert [m.metadata.num_delivered for m in again] == [2, 2] and time.monotonic() - t0 < 2
+        assert [m.metadata.num_delivered for m in again] == [2, 1] and time.monotonic() - t0 < 2
         for m in again:
             await m.ack()
     finally:
         await other.stop()
+
+
+async def test_an_item_with_its_own_status_header_is_an_item(nc):
+    """Only a reply without an ack subject is a status: an application header named Status is data."""
+    js = nc.jetstream()
+    puller, names = await _queue(js, "pl-hdr")
+    try:
+        await js.publish(names.item_subject("x"), b"{}", headers={"Status": "ok"})
+        [msg] = await puller.fetch(10, timeout=2)
+        assert msg.headers["Status"] == "ok"
+        await msg.ack()
+    finally:
+        await puller.stop()
+
+
+async def test_a_pull_the_consumer_refuses_for_good_is_an_error_not_an_empty_queue(nc):
+    from natsdemo.drain.puller import PullRefused
+
+    js = nc.jetstream()
+    await js.add_stream(name="PLMAX", subjects=["plmax.>"])
+    for i in range(3):
+        await js.publish(f"plmax.{i}", b"{}")
+    # max_batch (max_request_batch) is not in nats-py's ConsumerConfig: create it through the JS API
+    config = {"durable_name": "small", "ack_policy": "explicit", "max_batch": 10}
+    reply = await nc.request("$JS.API.CONSUMER.CREATE.PLMAX.small",
+                             json.dumps({"stream_name": "PLMAX", "config": config}).encode(), timeout=5)
+    assert json.loads(reply.data).get("config", {}).get("max_batch") == 10, reply.data
+    small = await Puller(js, "PLMAX", "small").start()
+    try:
+        with pytest.raises(PullRefused, match="409 Exceeded MaxRequestBatch"):
+            await small.fetch(100, timeout=1)
+        assert len(await small.fetch(10, timeout=1)) == 3
+    finally:
+        await small.stop()
+        await js.delete_stream("PLMAX")
 
 
 async def _ack_pending(js, names, n: int) -> bool:
@@ -168,3 +238,22 @@ async def test_a_batch_starts_no_task_per_message_where_nats_py_starts_one_each(
     print(f"tasks for 200 items: Puller {ours_tasks}, nats-py fetch {theirs_tasks}")
     assert len(ours) == len(theirs) == 200
     assert ours_tasks <= 2 and theirs_tasks >= 200
+
+
+async def test_a_drainer_with_a_short_ack_wait_handles_an_item_that_arrives_mid_wait_once(nc):
+    """With a waiting request for a whole batch, an item that arrived during a long first fetch sat
+    unseen until the timeout, and the server redelivered it into the same request every ack_wait:
+    the handler then ran once per redelivery (4 times with ack_wait 1 s and a 4 s fetch)."""
+    js = nc.jetstream()
+    seen = []
+    settings = DrainSettings(ack_wait=1, fetch_timeout=4, probe_timeout=0.1)
+    drainer = await Drainer(js, "pl-short", lambda msg: seen.append(msg.metadata.num_delivered), settings,
+                            listen_for_ticks=False).start()
+    try:
+        drain = asyncio.ensure_future(drainer.drain_once())
+        await asyncio.sleep(0.3)
+        await enqueue(js, "pl-short", 1)
+        report = await asyncio.wait_for(drain, timeout=15)
+    finally:
+        await drainer.stop()
+    assert seen == [1] and report.items == 1 and report.redeliveries == 0
