@@ -4,6 +4,7 @@ fetch that was cancelled, a deleted consumer, one fetch at a time, and no task p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -43,9 +44,9 @@ async def test_batches_are_capped_and_every_item_arrives_once(nc):
 
 
 async def test_an_empty_queue_raises_after_the_timeout_and_a_later_item_comes_at_once(nc):
-    """The waiting request asks for one message: an item published while a fetch waits is
-    returned when it arrives, not when the timeout ends (a half-filled batch would hold it unseen,
-    and with a short ack_wait the server would redeliver it into the same request)."""
+    """An item published while a fetch waits is returned when it arrives, not when the timeout ends
+    (a half-filled batch would hold it unseen, and with a short ack_wait the server would redeliver
+    it into the same request)."""
     js = nc.jetstream()
     puller, _ = await _queue(js, "pl-empty")
     try:
@@ -96,7 +97,7 @@ async def test_a_stop_right_after_a_cancelled_fetch_strands_nothing(nc):
         await js.delete_stream(names.stream)
 
 
-async def test_a_cancelled_waiting_fetch_brings_its_item_to_the_next_fetch_or_the_drainer_gives_it_back(nc):
+async def test_a_cancelled_waiting_fetch_brings_its_items_to_the_next_fetch_or_the_drainer_gives_them_back(nc):
     js = nc.jetstream()
     puller, names = await _queue(js, "pl-late", ack_wait=30)
     try:
@@ -106,11 +107,10 @@ async def test_a_cancelled_waiting_fetch_brings_its_item_to_the_next_fetch_or_th
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await enqueue(js, "pl-late", 3)
-        await wait_for(lambda: _ack_pending(js, names, 1))  # the open request asked for one
-        first = await puller.fetch(5, timeout=1)
-        rest = await puller.fetch(5, timeout=1)
-        assert [m.metadata.sequence.stream for m in first + rest] == [1, 2, 3] and len(first) == 1
-        for m in first + rest:
+        await wait_for(lambda: _ack_pending(js, names, 3))  # delivered to the request left open
+        got = await puller.fetch(5, timeout=1)
+        assert [m.metadata.sequence.stream for m in got] == [1, 2, 3]
+        for m in got:
             await m.ack()
     finally:
         await puller.stop()
@@ -122,14 +122,14 @@ async def test_a_cancelled_waiting_fetch_brings_its_item_to_the_next_fetch_or_th
     fetching.cancel()
     await asyncio.gather(fetching, return_exceptions=True)
     await enqueue(js, "pl-late", 2)
-    await wait_for(lambda: _ack_pending(js, names, 1))
+    await wait_for(lambda: _ack_pending(js, names, 2))
     await drainer.stop()
-    # given back, not stranded until ack_wait (30 s): another worker gets it at once
+    # given back, not stranded until ack_wait (30 s): another worker gets them at once
     other = await Puller(js, names.stream, names.durable).start()
     try:
         t0 = time.monotonic()
         again = await other.fetch(5, timeout=5)
-        assert [m.metadata.num_delivered for m in again] == [2, 1] and time.monotonic() - t0 < 2
+        assert [m.metadata.num_delivered for m in again] == [2, 2] and time.monotonic() - t0 < 2
         for m in again:
             await m.ack()
     finally:
@@ -257,3 +257,115 @@ async def test_a_drainer_with_a_short_ack_wait_handles_an_item_that_arrives_mid_
     finally:
         await drainer.stop()
     assert seen == [1] and report.items == 1 and report.redeliveries == 0
+
+
+async def test_a_batch_that_max_ack_pending_holds_back_comes_back_before_the_timeout(nc):
+    """With max_ack_pending reached, the server sends what it may and then nothing, not even a
+    status, until expiry: the fetch returns what came once the flow pauses, and the request stays
+    open so what it brings after the acks goes to the next fetch."""
+    js = nc.jetstream()
+    puller, _ = await _queue(js, "pl-capped", 20, max_ack_pending=5)
+    try:
+        seen = []
+        t0 = time.monotonic()
+        first = await puller.fetch(10, timeout=5)
+        took = time.monotonic() - t0
+        assert len(first) == 5 and took < 1.0, f"{len(first)} items after {took:.2f} s"
+        seen += first
+        for m in first:
+            await m.ack()
+        while len(seen) < 20:  # the rest: from the request still open, then from new ones
+            got = await puller.fetch(10, timeout=5)
+            seen += got
+            for m in got:
+                await m.ack()
+        assert sorted(m.metadata.sequence.stream for m in seen) == list(range(1, 21))
+    finally:
+        await puller.stop()
+
+
+async def test_no_request_is_sent_while_disconnected_and_nothing_is_stranded_by_the_outage(tmp_path):
+    """nats-py buffers what is published while it reconnects and sends it afterwards: a pull request
+    buffered that way would be answered long after its fetch gave up. The Puller sends none while
+    the connection is down, so after the outage every item out with it is one it returned."""
+    import nats
+
+    from natsdemo.workbook.server import NatsServer
+
+    srv = await NatsServer(name="test-pl-outage", store_dir=tmp_path / "store").astart()
+    nc = await nats.connect(srv.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        puller, names = await _queue(js, "pl-outage", 3000, ack_wait=30)
+        srv.kill()
+        await wait_for(lambda: not nc.is_connected, timeout=10)
+        with pytest.raises(NoMessages, match="not connected"):
+            await puller.fetch(500, timeout=0.5)
+        await srv.astart()  # same port, same store
+        got = []
+        for _ in range(60):
+            with contextlib.suppress(NoMessages):
+                got = await puller.fetch(500, timeout=0.5)
+                break
+        held = await puller.stop()
+        await nc.flush()
+        out = (await js.consumer_info(names.stream, names.durable)).num_ack_pending
+        assert len(got) == 500 and out == len(got) + len(held), (len(got), len(held), out)
+    finally:
+        await nc.close()
+        await srv.astop()
+
+
+async def test_workers_stopped_one_after_another_never_get_back_what_they_gave_back(nc):
+    """A stopping worker naks what it holds. If one of its pull requests is still open (the
+    prefetch's, or one that max_ack_pending holds), the server hands those items straight back to
+    it, and it gives them back again, one delivery more each time, up to max_deliver unhandled.
+    The Drainer waits until its Puller has no request open before it naks."""
+    import collections
+
+    from natsdemo.drain import dead_letters
+
+    js = nc.jetstream()
+    name, n = "pl-handoff", 2000
+    settings = DrainSettings(batch=100, max_ack_pending=150, ack_wait=30, max_deliver=5)
+    await ensure_queue(js, name, settings)
+    await enqueue(js, name, n)
+    received = collections.Counter()  # (worker, stream seq) -> deliveries that worker received
+    handled = collections.Counter()
+
+    def handler(worker):
+        async def handle(msg):  # about 1 ms an item, so the stops come in the middle of the drain
+            await asyncio.sleep(0.001)
+            handled[msg.metadata.sequence.stream] += 1
+        return handle
+
+    workers = []
+    for w in range(3):
+        d = await Drainer(js, name, handler(w), settings, listen_for_ticks=False, worker=f"w{w}").start()
+        real = d._puller._arrived
+
+        async def counting(msg, w=w, real=real):
+            if msg.reply:
+                received[(w, msg.metadata.sequence.stream)] += 1
+            await real(msg)
+
+        d._puller._arrived = counting
+        # the subscription holds the callback it was made with: make a new one that counts
+        await d._puller._sub.unsubscribe()
+        d._puller._sub = await nc.subscribe(f"{d._puller._inbox}.*", cb=counting)
+        workers.append(d)
+    for d in workers:
+        d.request_drain()
+    await asyncio.sleep(0.3)
+    for d in workers:  # one after another, while the others still pull
+        await d.stop()
+    last = await Drainer(js, name, handler(9), settings, listen_for_ticks=False, worker="last").start()
+    try:
+        report = await asyncio.wait_for(last.drain_once(), timeout=30)
+    finally:
+        await last.stop()
+    again = {key: count for key, count in received.items() if count > 1}
+    print(f"the last worker handled {report.items} of {n}; items a stopping worker got twice: {len(again)}")
+    assert not again, f"a stopping worker got back what it gave back: {list(again.items())[:5]}"
+    assert sorted(handled) == list(range(1, n + 1)) and report.ended == "empty"
+    assert await dead_letters(js, name) == []

@@ -23,8 +23,12 @@ from natsdemo.drain.acks import give_back
 
 
 async def run_batch(msgs: list[Msg], handle: Callable[[Msg], Awaitable[None]], *, concurrency: int,
-                    stopping: Callable[[], bool], heartbeat: float, ahead: asyncio.Future[Any] | None = None) -> None:
-    """``await handle(msg)`` for every item of ``msgs`` (which settles it), at most ``concurrency`` at once."""
+                    stopping: Callable[[], bool], heartbeat: float, ahead: asyncio.Future[Any] | None = None,
+                    release: Callable[[list[Msg]], Awaitable[None]] = give_back) -> None:
+    """``await handle(msg)`` for every item of ``msgs`` (which settles it), at most ``concurrency`` at once.
+
+    What is left unsettled (a stop, a cancel, an error) goes to ``release`` (default: nak at once).
+    """
     running: set[asyncio.Task[None]] = set()
     beat = asyncio.ensure_future(keep_in_progress(msgs, ahead, heartbeat))
     try:
@@ -50,7 +54,7 @@ async def run_batch(msgs: list[Msg], handle: Callable[[Msg], Awaitable[None]], *
         for task in running:  # cancelled (a stop that timed out) or failed: the rest go back
             task.cancel()
         await asyncio.gather(beat, *running, return_exceptions=True)
-        await give_back(msgs)  # what was not settled goes straight to the other workers
+        await release(msgs)  # what was not settled goes straight to the other workers
 
 
 async def keep_in_progress(msgs: list[Msg], ahead: asyncio.Future[Any] | None, every: float) -> None:

@@ -256,28 +256,34 @@ class Drainer:
                 extra: list[Msg] = []
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     extra = await ahead
-                await give_back(extra)
+                await self._release(extra)
             self.draining = False
             report.duration = time.monotonic() - t0
             self.metrics.add(report)
         return report
 
-
     async def _process(self, msgs: list[Msg], report: DrainReport, ahead: asyncio.Future[Any] | None) -> None:
         batch = Counts(batches=1)  # added to the drain's report and the worker's metrics at the end
         try:
             await run_batch(msgs, lambda msg: self._handle(msg, batch), concurrency=self.settings.concurrency,
-                            stopping=lambda: self._stopping, heartbeat=self.settings.ack_wait / 3, ahead=ahead)
+                            stopping=lambda: self._stopping, heartbeat=self.settings.ack_wait / 3, ahead=ahead,
+                            release=self._release)
         finally:
             report.count(batch)
             self.metrics.count(batch)
+
+    async def _release(self, msgs: list[Msg]) -> None:
+        """Hand unsettled items back, once no pull request of ours is open: a nak sent while one is
+        open (the prefetch's) would bring the items straight back to this stopping worker."""
+        if self._puller is not None and any(not m._ackd for m in msgs):
+            await self._puller.quiesce()
+        await give_back(msgs)
 
     async def _handle(self, msg: Msg, batch: Counts) -> None:
         n = deliveries_of(msg)
         if n > 1:
             batch.redeliveries += 1
         try:
-            # acks.call inlined: one coroutine less per item in the hottest loop
             result = self.handler(msg)
             if result is not None and inspect.isawaitable(result):
                 await result

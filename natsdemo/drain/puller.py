@@ -14,10 +14,14 @@ asyncio task (two on Python 3.11) per message; on a fast queue that is most of a
   (delivered messages keep their own subject and cannot be told apart by reply subject); a fetch
   that was cancelled leaves its request open, and the next fetch, or :meth:`Puller.stop`, first
   waits for it to end and collects what it brought;
-* first a ``no_wait`` request for up to ``batch`` messages that are there now; only if that finds
-  nothing, a request for **one** message that waits (``expires``) until the timeout, so the first
-  item after a quiet spell is returned at once and nothing sits unseen in a half-filled batch;
-  nothing at all raises :class:`NoMessages` (a :class:`nats.errors.TimeoutError`), never ``[]``.
+* one request per fetch, ``{"batch": n, "no_wait": true, "expires": <the timeout>}``: measured on
+  nats-server 2.15.1, it returns what is there at once and ends with a 404; on an empty queue it
+  waits for the first items, sends what is there, then the 404; when ``max_ack_pending`` caps it
+  (or nothing comes) it ends with a 408 at expiry. (``no_wait`` without ``expires`` gets no reply at
+  all once ``max_ack_pending`` is reached.) Nothing at all raises :class:`NoMessages` (a
+  :class:`nats.errors.TimeoutError`), never ``[]``;
+* no request is sent while the connection is down (nats-py would buffer it and send it after the
+  reconnect, long after the fetch gave up on it).
 
 Defined in notebooks/03_tick_triggered_drain.ipynb
 """
@@ -37,8 +41,8 @@ from nats.aio.msg import Msg
 log = logging.getLogger("natsdemo.drain")
 
 HEARTBEAT = "100"  # idle heartbeat / flow control: not the end of a request
-MIN_EXPIRES = 0.001  # seconds: a waiting request shorter than this is not worth sending
 LOST_AFTER = 2.0  # seconds past its expiry: a request with no final word was lost (a reconnect)
+QUIET = 0.01  # seconds without a new message: a batch that max_ack_pending holds back is returned
 # what a status without a description means for a pull request
 MEANING = {"503": "no responders: the consumer does not exist, or has no leader"}
 # 409 answers that no retry can change: the consumer's settings refuse this pull
@@ -57,14 +61,13 @@ class PullRefused(RuntimeError):
 
 
 class _Request:
-    __slots__ = ("ended", "gone_at", "got", "status", "token", "want")
+    __slots__ = ("gone_at", "got", "status", "token", "want")
 
-    def __init__(self, token: str, want: int, gone_at: float, ended: asyncio.Future[None]) -> None:
+    def __init__(self, token: str, want: int, gone_at: float) -> None:
         self.token = token
         self.want = want
         self.got = 0
         self.gone_at = gone_at  # loop time after which a request without a final word counts as lost
-        self.ended = ended
         self.status = ""  # "code description" of the status that ended it, if any
 
 
@@ -85,6 +88,8 @@ class Puller:
         self._inbox = ""
         self._pool: list[Msg] = []
         self._open: _Request | None = None  # the one request the server may still be answering
+        self._wake = asyncio.Event()  # something arrived, or the open request ended
+        self._last_arrival = 0.0
         self._numbers = itertools.count(1)
         self._fetching = False
 
@@ -98,21 +103,35 @@ class Puller:
         received but not fetched.
 
         Hand what it returns back (nak) or process it: those messages are out with this worker. An
-        open ``no_wait`` request ends within a round trip; a waiting one asks for one message only.
+        open request ends by itself at its ``expires``, which is never longer than its fetch's timeout.
         """
         if self._sub is not None:
-            await self._settle(asyncio.get_running_loop().time() + timeout)
+            await self.quiesce(timeout)
             sub, self._sub = self._sub, None
-            with contextlib.suppress(nats.errors.ConnectionClosedError):
-                await sub.unsubscribe()
+            try:  # drain, not unsubscribe: what already reached the client still lands in the pool
+                async with asyncio.timeout(timeout):
+                    await sub.drain()
+            except (TimeoutError, nats.errors.Error):
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
         held, self._pool = self._pool, []
         return held
+
+    async def quiesce(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` s) until no request is open, so a nak goes to another fetch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (request := self._open) is not None and loop.time() < deadline:
+            await self._wait(min(deadline, request.gone_at))
+            self._expire(loop.time())
 
     # ---------------------------------------------------------------- what arrives
     async def _arrived(self, msg: Msg) -> None:
         request = self._open
         if msg.reply:  # a delivered message: JetStream gives it an ack subject, a status has none
             self._pool.append(msg)
+            self._last_arrival = asyncio.get_running_loop().time()
+            self._wake.set()
             if request is not None:
                 request.got += 1
                 if request.got >= request.want:
@@ -130,43 +149,30 @@ class Puller:
         self._end(request)
 
     def _end(self, request: _Request) -> None:
-        if not request.ended.done():
-            request.ended.set_result(None)
         if self._open is request:
             self._open = None
+            self._wake.set()
 
-    async def _settle(self, deadline: float) -> None:
-        """Wait until the open request (a cancelled fetch's, say) has ended, or ``deadline``."""
+    def _expire(self, now: float) -> None:
         request = self._open
-        if request is None:
-            return
-        loop = asyncio.get_running_loop()
-        until = min(deadline, request.gone_at)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(until):
-                await asyncio.shield(request.ended)
-        if self._open is request and loop.time() >= request.gone_at:
+        if request is not None and now >= request.gone_at:
             log.debug("pull request %s had no final word: counted as lost", request.token)
             self._end(request)
 
+    async def _wait(self, until: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(until):
+                await self._wake.wait()
+
     # ---------------------------------------------------------------- fetching
-    async def _ask(self, batch: int, deadline: float, *, wait: bool) -> str:
+    async def _ask(self, batch: int, deadline: float) -> _Request:
         loop = asyncio.get_running_loop()
-        body: dict[str, Any] = {"batch": batch}
-        if wait:
-            expires = deadline - loop.time() - 0.0001  # the server ends it just before we stop waiting
-            body["expires"] = int(expires * 1e9)
-            gone_at = deadline + LOST_AFTER
-        else:
-            body["no_wait"] = True
-            gone_at = loop.time() + LOST_AFTER
-        token = str(next(self._numbers))
-        request = self._open = _Request(token, batch, gone_at, loop.create_future())
-        await self.nc.publish(self.next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{token}")
-        await self._settle(deadline)  # a cancelled fetch leaves the request open: the next call settles it
-        if any(request.status.startswith(f"409 {refusal}") for refusal in REFUSALS):
-            raise PullRefused(f"{self.next_subject}: the server refused the pull: {request.status}")
-        return request.status
+        expires = deadline - loop.time() - 0.0001  # the server ends it just before we stop waiting
+        body = {"batch": batch, "no_wait": True, "expires": max(1, int(expires * 1e9))}
+        request = self._open = _Request(str(next(self._numbers)), batch, deadline + LOST_AFTER)
+        await self.nc.publish(self.next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{request.token}")
+        return request
 
     def _take(self, batch: int) -> list[Msg]:
         got, self._pool = self._pool[:batch], self._pool[batch:]
@@ -175,8 +181,12 @@ class Puller:
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages (at least one), or :class:`NoMessages` after ``timeout`` s.
 
-        Raises :class:`PullRefused` when the consumer refuses the request for good (its
-        ``max_request_batch`` is below ``batch``, or it was deleted or is a push consumer).
+        Returns as soon as the request ends, ``batch`` messages are in, or (a batch that
+        ``max_ack_pending`` holds back) no new message came for :data:`QUIET` seconds; the request
+        then stays open and what it brings later goes to the next fetch. Sends one request at most,
+        and none while the connection is down. Raises :class:`PullRefused` when the consumer refuses
+        the request for good (its ``max_request_batch`` is below ``batch``, or it was deleted or is
+        a push consumer).
         """
         if self._sub is None:
             raise RuntimeError("call start() first")
@@ -185,23 +195,31 @@ class Puller:
         if self._fetching:
             raise RuntimeError("one fetch at a time on a Puller")
         self._fetching = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        mine: _Request | None = None
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            await self._settle(deadline)  # what an earlier, cancelled fetch asked for is ours too
-            if self._pool:
-                return self._take(batch)
-            status = ""
-            if self._open is None:
-                status = await self._ask(batch, deadline, wait=False)
-            if not self._pool and self._open is None and deadline - loop.time() > MIN_EXPIRES:
-                status = await self._ask(1, deadline, wait=True) or status
-                if not self._pool:
-                    # ended early by a status (no responders during an election, say): wait out the
-                    # timeout like psub.fetch does, so a caller's probe loop never spins
-                    await asyncio.sleep(max(0.0, deadline - loop.time()))
-            if self._pool:
-                return self._take(batch)
+            while True:
+                now = loop.time()
+                self._expire(now)
+                request = self._open
+                if self._pool and (request is None or len(self._pool) >= batch or now - self._last_arrival >= QUIET):
+                    return self._take(batch)
+                if mine is not None and any(mine.status.startswith(f"409 {r}") for r in REFUSALS):
+                    raise PullRefused(f"{self.next_subject}: the server refused the pull: {mine.status}")
+                if now >= deadline:
+                    break
+                if request is None and mine is None and self.nc.is_connected:
+                    mine = await self._ask(batch, deadline)  # one per fetch: a refusal never spins
+                    continue
+                # wait for a message, the end of the open request, or the deadline; an early end
+                # with nothing (no responders during an election) waits out the timeout, as
+                # psub.fetch does, so a caller's probe loop never spins
+                until = deadline if request is None else min(deadline, request.gone_at)
+                if self._pool:
+                    until = min(until, self._last_arrival + QUIET)
+                await self._wait(until)
+            status = mine.status if mine is not None else "" if self.nc.is_connected else "not connected"
             raise NoMessages(f"no messages in {timeout:g} s" + (f" (last status: {status})" if status else ""))
         finally:
             self._fetching = False
