@@ -369,3 +369,50 @@ async def test_workers_stopped_one_after_another_never_get_back_what_they_gave_b
     assert not again, f"a stopping worker got back what it gave back: {list(again.items())[:5]}"
     assert sorted(handled) == list(range(1, n + 1)) and report.ended == "empty"
     assert await dead_letters(js, name) == []
+
+
+async def test_a_fetch_that_gives_up_leaves_no_request_of_its_own_open(nc):
+    """A request still open after its fetch raised NoMessages would be answered into a pool that
+    nobody reads until the next fetch: a drain that ended "empty" right then left those items out
+    until ack_wait. The request's expires ends before the fetch's deadline, and the fetch waits a
+    little for a late final word."""
+    js = nc.jetstream()
+    puller, _ = await _queue(js, "pl-giveup", ack_wait=30)
+    try:
+        left_open = 0
+        for i in range(30):
+            with pytest.raises(NoMessages):
+                await puller.fetch(100, timeout=0.05)
+            left_open += puller._open is not None
+            await enqueue(js, "pl-giveup", 1, start=i)  # published right after the give-up
+            [msg] = await puller.fetch(100, timeout=2)
+            assert msg.metadata.num_delivered == 1
+            await msg.ack()
+        assert left_open == 0, f"{left_open} of 30 fetches gave up with their request still open"
+    finally:
+        await puller.stop()
+
+
+async def test_a_message_that_arrives_just_before_the_deadline_is_returned_not_left_behind(nc):
+    """With max_ack_pending 1, a fetch returns its one message after QUIET and leaves its request
+    open; the next fetch waits on that request. If the next message arrives less than QUIET before
+    that fetch's deadline, it must be returned, not left in the pool behind a NoMessages."""
+    js = nc.jetstream()
+    puller, _ = await _queue(js, "pl-edge", 40, max_ack_pending=1, ack_wait=30)
+    try:
+        [first] = await puller.fetch(5, timeout=2)
+        behind = 0
+        for offset_ms in range(185, 200):  # ack the message in hand just before the next deadline
+            ack_later = asyncio.get_running_loop().call_later(offset_ms / 1000, asyncio.ensure_future, first.ack())
+            try:
+                got = await puller.fetch(5, timeout=0.2)
+            except NoMessages:
+                behind += len(puller._pool) > 0  # (holding, in the public API)
+                got = await puller.fetch(5, timeout=2)
+            ack_later.cancel()
+            assert len(got) == 1
+            first = got[0]
+        await first.ack()
+        assert behind == 0, f"{behind} of 15 fetches raised NoMessages with a message in hand"
+    finally:
+        await puller.stop()

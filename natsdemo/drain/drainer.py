@@ -39,8 +39,6 @@ from natsdemo.ticks.consumer import TickConsumer
 log = logging.getLogger("natsdemo.drain")
 
 Handler = Callable[[Msg], Awaitable[None] | None]
-
-
 PREFETCH_BELOW = 0.25  # seconds: prefetch the next batch only while a batch takes less than this
 
 
@@ -226,6 +224,9 @@ class Drainer:
                     # "nothing for me right now" (never an empty list: puller.py); the consumer's
                     # counters say why
                     ahead = None
+                    await self._puller.quiesce()  # a request answered late is ours to process
+                    if self._puller.holding:
+                        continue
                     state = await consumer_state(self.js, self.names)
                     if state == (0, 0):
                         report.ended = "empty"
@@ -273,8 +274,7 @@ class Drainer:
             self.metrics.count(batch)
 
     async def _release(self, msgs: list[Msg]) -> None:
-        """Hand unsettled items back, once no pull request of ours is open: a nak sent while one is
-        open (the prefetch's) would bring the items straight back to this stopping worker."""
+        """Hand unsettled items back once no pull request of ours is open (else they come back here)."""
         if self._puller is not None and any(not m._ackd for m in msgs):
             await self._puller.quiesce()
         await give_back(msgs)

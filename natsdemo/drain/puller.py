@@ -43,6 +43,8 @@ log = logging.getLogger("natsdemo.drain")
 HEARTBEAT = "100"  # idle heartbeat / flow control: not the end of a request
 LOST_AFTER = 2.0  # seconds past its expiry: a request with no final word was lost (a reconnect)
 QUIET = 0.01  # seconds without a new message: a batch that max_ack_pending holds back is returned
+EARLY = 0.01  # seconds: a request's expires ends this much before its fetch's deadline
+END_GRACE = 0.5  # seconds a fetch past its deadline waits for its own request's final word (a busy server)
 # what a status without a description means for a pull request
 MEANING = {"503": "no responders: the consumer does not exist, or has no leader"}
 # 409 answers that no retry can change: the consumer's settings refuse this pull
@@ -117,6 +119,11 @@ class Puller:
         held, self._pool = self._pool, []
         return held
 
+    @property
+    def holding(self) -> int:
+        """Messages received but not yet returned by a fetch (fetch again, or stop() and hand them back)."""
+        return len(self._pool)
+
     async def quiesce(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout`` s) until no request is open, so a nak goes to another fetch."""
         loop = asyncio.get_running_loop()
@@ -168,7 +175,8 @@ class Puller:
     # ---------------------------------------------------------------- fetching
     async def _ask(self, batch: int, deadline: float) -> _Request:
         loop = asyncio.get_running_loop()
-        expires = deadline - loop.time() - 0.0001  # the server ends it just before we stop waiting
+        left = deadline - loop.time()
+        expires = left - min(EARLY, left / 10)  # the server's 408 should come before we stop waiting
         body = {"batch": batch, "no_wait": True, "expires": max(1, int(expires * 1e9))}
         request = self._open = _Request(str(next(self._numbers)), batch, deadline + LOST_AFTER)
         await self.nc.publish(self.next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{request.token}")
@@ -203,11 +211,17 @@ class Puller:
                 now = loop.time()
                 self._expire(now)
                 request = self._open
-                if self._pool and (request is None or len(self._pool) >= batch or now - self._last_arrival >= QUIET):
+                if self._pool and (request is None or len(self._pool) >= batch or now - self._last_arrival >= QUIET
+                                    or now >= deadline):
                     return self._take(batch)
                 if mine is not None and any(mine.status.startswith(f"409 {r}") for r in REFUSALS):
                     raise PullRefused(f"{self.next_subject}: the server refused the pull: {mine.status}")
                 if now >= deadline:
+                    if request is not None and request is mine and now < deadline + END_GRACE:
+                        # its expiry is due: a server late with it would answer after we gave up,
+                        # into a pool nobody reads until the next fetch
+                        await self._wait(min(request.gone_at, deadline + END_GRACE))
+                        continue
                     break
                 if request is None and mine is None and self.nc.is_connected:
                     mine = await self._ask(batch, deadline)  # one per fetch: a refusal never spins
