@@ -4,6 +4,7 @@ servers log). One supercluster per test: a refused link must be seen from a fres
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import nats.js.errors
 import psutil
 import pytest
 
@@ -128,7 +130,13 @@ async def test_a_stream_in_one_cluster_is_read_from_the_other(material: Path):
             # right after creation the stream's interest may not have crossed yet: no responders, retried
             await publish_acked(js_west, "orders.1", b"placed from west")  # stored in east
             psub = await js_west.pull_subscribe("orders.>", durable="west-reader", stream="ORDERS")
-            msgs = await psub.fetch(1, timeout=5)
+            msgs = []
+            for _ in range(40):  # the new consumer's interest may not have crossed yet either (503)
+                try:
+                    msgs = await psub.fetch(1, timeout=5)
+                    break
+                except nats.js.errors.ServiceUnavailableError:
+                    await asyncio.sleep(0.25)
             assert [m.data for m in msgs] == [b"placed from west"]
             gz = monitor_json(sc.servers["e1"], "gatewayz")
             assert gz["outbound_gateways"]["west"]["configured"] is False  # found by gossip, not configured
