@@ -12,7 +12,7 @@ Lift this folder, :mod:`natsdemo.ticks` (the ticks that trigger a drain) and :mo
 
 from natsdemo.drain.deadletter import dead_letter, dead_letter_body, dead_letters, deliveries_of
 from natsdemo.drain.drainer import PREFETCH_BELOW, Drainer, Handler
-from natsdemo.drain.puller import NoMessages, Puller
+from natsdemo.drain.puller import NoMessages, Puller, PullRefused
 from natsdemo.drain.queue import DrainSettings, consumer_config, enqueue, ensure_queue, queue_state
 from natsdemo.drain.report import Counts, DrainMetrics, DrainReport
 from natsdemo.drain.wire import (
@@ -29,7 +29,7 @@ from natsdemo.drain.wire import (
 
 __all__ = [
     "DEAD_MAX_AGE", "MAX_NAME", "PREFETCH_BELOW", "Counts", "DeadLetter", "DrainMetrics", "DrainReport",
-    "DrainSettings", "Drainer", "Handler", "NoMessages", "Puller", "QueueNames", "consumer_config", "dead_letter",
-    "dead_letter_body", "dead_letters", "dead_msg_id", "dead_stream_config", "deliveries_of", "enqueue",
-    "ensure_queue", "item_body", "queue_names", "queue_state", "work_stream_config",
+    "DrainSettings", "Drainer", "Handler", "NoMessages", "PullRefused", "Puller", "QueueNames", "consumer_config",
+    "dead_letter", "dead_letter_body", "dead_letters", "dead_msg_id", "dead_stream_config", "deliveries_of",
+    "enqueue", "ensure_queue", "item_body", "queue_names", "queue_state", "work_stream_config",
 ]

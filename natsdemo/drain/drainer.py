@@ -104,7 +104,7 @@ class Drainer:
             lambda: ensure_queue(self.js, self.names.name, self.settings, replicas=self.replicas),
         )
         self._max_deliver = info.config.max_deliver or self.settings.max_deliver
-        # batches without a task per message (nats-py's fetch starts one for each: puller.py)
+        # batches without a task per message (nats-py's fetch starts tasks for each: puller.py)
         self._puller = await Puller(self.js, self.names.stream, self.names.durable).start()
         # items the server gave up on (every delivery unanswered) still reach the dead letters
         self._advisories = await self.js._nc.subscribe(max_deliveries_subject(self.names), cb=self._on_exhausted)

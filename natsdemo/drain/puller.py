@@ -2,10 +2,11 @@
 
 nats-py's ``psub.fetch`` waits for each message of a batch with ``next_msg``, which starts an
 asyncio task (two on Python 3.11) per message; on a fast queue that is most of a worker's time.
-:class:`Puller` speaks the pull protocol itself, with public client calls only:
+:class:`Puller` speaks the pull protocol itself, with nats-py's public client calls (it reads the
+context's connection and API prefix):
 
 * one callback subscription on a wildcard inbox ``_INBOX.<id>.*``; the messages land in one list,
-  so a fetch awaits one future per request, not a task per message;
+  and a fetch waits on one wake-up event, not on a task per message;
 * each pull request (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``) gets its own reply subject
   ``_INBOX.<id>.<n>``; the server's status replies (404 no messages, 408 expired, 409 ...) come
   back on it, so a late status of an earlier request cannot end the current fetch early (what
